@@ -1,0 +1,68 @@
+"""Shared fixtures: personas (owner, teammate, outsider), projects, and credentials."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.servers.basehttp import ThreadedWSGIServer
+
+from accounts import services
+from accounts.models import Membership, Role
+
+# The live test server inherits socketserver's listen backlog of 5; concurrency tests open 50.
+ThreadedWSGIServer.request_queue_size = 128
+
+
+@dataclass
+class Tenant:
+    owner: object
+    team: object
+    project: object
+    sdk_token: str
+    api_key: str
+
+
+def make_tenant(email: str = "owner@example.com", team: str = "acme", project: str = "demo") -> Tenant:
+    user = get_user_model().objects.create_user(username=email, email=email, password="pw-for-tests-123")
+    team_obj = services.team_create(name=team.title(), owner=user, slug=team)
+    project_obj = services.project_create(team=team_obj, name=project.title(), slug=project)
+    sdk = services.sdk_token_create(project=project_obj, created_by=user)
+    key = services.data_key_create(project=project_obj, created_by=user)
+    return Tenant(user, team_obj, project_obj, sdk.value, key.value)
+
+
+@pytest.fixture
+def tenant(db) -> Tenant:
+    return make_tenant()
+
+
+@pytest.fixture
+def other_tenant(db) -> Tenant:
+    return make_tenant("outsider@example.com", "globex", "other")
+
+
+@pytest.fixture
+def teammate(tenant):
+    user = get_user_model().objects.create_user(username="mate@example.com", email="mate@example.com", password="pw-for-tests-123")
+    Membership.objects.create(team=tenant.team, user=user, role=Role.MEMBER)
+    return user
+
+
+@pytest.fixture
+def api(client):
+    """Django test client speaking JSON with a bearer token."""
+
+    class Api:
+        def __init__(self):
+            self.client = client
+
+        def call(self, method: str, path: str, token: str | None = None, body=None):
+            headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+            kwargs = {"content_type": "application/json"} if body is not None else {}
+            import json
+
+            data = json.dumps(body) if body is not None else None
+            return getattr(self.client, method.lower())(path, data=data, **kwargs, **headers)
+
+    return Api()

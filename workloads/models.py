@@ -1,0 +1,77 @@
+"""Workloads (desired state) and their readiness timeline."""
+from __future__ import annotations
+
+from django.db import models
+
+from inferencekey_web.lib.ids import new_workload_id
+
+
+
+class Phase(models.TextChoices):
+    """Readiness phases, the ones the SDK's wait_until_ready understands, plus our own."""
+
+    SCHEDULING = "scheduling", "Scheduling"
+    PROVISIONING = "provisioning", "Provisioning"
+    BOOTSTRAPPING = "bootstrapping", "Bootstrapping"
+    READY = "ready", "Ready"
+    ERROR = "error", "Error"
+    STOPPED = "stopped", "Stopped"  # zero replicas wanted (fixed 0, outside a schedule window)
+    PENDING = "pending", "Not yet reconciled"
+
+
+class Workload(models.Model):
+    """A declared inference workload. Wire fields are stored exactly as received.
+
+    `config` and `execution_policy_config` keep the client's JSON verbatim (the SDK compares them
+    as whole objects); the validated, normalised policy lives in `policy`.
+    """
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_workload_id, editable=False)
+    project = models.ForeignKey("accounts.Project", on_delete=models.CASCADE, related_name="workloads")
+    name = models.CharField(max_length=120)
+    slug = models.CharField(max_length=63)
+    description = models.TextField(null=True, blank=True)
+    model_name = models.CharField(max_length=255)
+    backend = models.CharField(max_length=63)
+    task_type = models.CharField(max_length=32, default="text2text")
+    config = models.JSONField(null=True, blank=True)
+    execution_policy = models.CharField(max_length=16, null=True, blank=True)
+    execution_policy_config = models.JSONField(null=True, blank=True)
+    worker_id = models.CharField(max_length=32, null=True, blank=True)
+    gpu_resource_id = models.CharField(max_length=32, null=True, blank=True)
+
+    policy = models.JSONField(default=dict)  # normalised policy (see workloads/policies.py)
+    generation = models.PositiveIntegerField(default=1)
+    observed_generation = models.PositiveIntegerField(default=0)
+    phase = models.CharField(max_length=16, choices=Phase.choices, default=Phase.PENDING)
+    message = models.CharField(max_length=500, blank=True)
+    desired_replicas = models.PositiveIntegerField(default=0)
+    ready_replicas = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    reconciled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["project", "slug"], name="uniq_workload_slug_per_project")]
+        indexes = [models.Index(fields=["project", "created_at"])]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class ReadinessEvent(models.Model):
+    """One step of a workload's way to ready; replayed and followed by the SSE endpoint."""
+
+    workload = models.ForeignKey(Workload, on_delete=models.CASCADE, related_name="events")
+    generation = models.PositiveIntegerField(default=0)
+    phase = models.CharField(max_length=16, choices=Phase.choices)
+    step = models.CharField(max_length=32, blank=True)
+    message = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.workload_id} {self.phase}: {self.message}"

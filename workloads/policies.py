@@ -1,0 +1,398 @@
+"""Execution policies: validation of `execution_policy_config` and the replica math.
+
+`parse(kind, config, ctx)` checks a wire config and returns a normalised dict (stored as
+`Workload.policy`); `desired_replicas(policy, now, load)` says how many replicas should run.
+
+Choices where the product page is silent (documented in the README):
+- fixed without a config means `{"replicas": 1}`.
+- scheduled may carry `replicas` (default 1, while active); a `cron` fire starts an active
+  period of `duration_minutes` (default 60) in `timezone` (default UTC); a `window` is active
+  inside it, overnight windows belong to the day they start.
+- autoscaling needs `max_hourly_cost_usd` for the cloud source; for private workers it is optional.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Any, Callable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from croniter import croniter
+
+POLICIES = ("fixed", "scheduled", "autoscaling")
+MAX_REPLICAS = 64
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class PolicyErrors(Exception):
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__(errors)
+        self.errors = errors
+
+
+@dataclass
+class PolicyContext:
+    """Lookups the validator needs; callables so nothing is queried unless used."""
+
+    gpu_catalog: Callable[[], dict[str, list[str]]] = lambda: {}
+    worker_exists: Callable[[str], bool] = lambda worker_id: True
+    suggest: Callable[[str, list[str]], list[str]] = lambda name, names: []
+
+
+@dataclass
+class _Collector:
+    prefix: str
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, path: str, message: str) -> None:
+        self.errors.setdefault(f"{self.prefix}{path}", []).append(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _unknown_keys(c: _Collector, obj: dict, allowed: set[str], base: str = "", hints: dict[str, str] | None = None):
+    for key in obj:
+        if key in allowed:
+            continue
+        hint = (hints or {}).get(key)
+        c.add(f"{base}{key}", hint or f"unknown key; allowed keys: {', '.join(sorted(allowed))}")
+
+
+def parse(kind: str, config: Any, ctx: PolicyContext | None = None) -> dict:
+    """Validate `config` for policy `kind`; return the normalised policy or raise PolicyErrors."""
+    ctx = ctx or PolicyContext()
+    c = _Collector("execution_policy_config")
+    if config is not None and not isinstance(config, dict):
+        c.add("", "must be a JSON object")
+        raise PolicyErrors(c.errors)
+    parser = {"fixed": _parse_fixed, "scheduled": _parse_scheduled, "autoscaling": _parse_autoscaling}[kind]
+    result = parser(c, config, ctx)
+    if c.errors:
+        raise PolicyErrors(c.errors)
+    return result
+
+
+def _replicas(c: _Collector, obj: dict, default: int) -> int:
+    value = obj.get("replicas", default)
+    if not _is_int(value) or value < 0:
+        c.add(".replicas", "must be an integer ≥ 0")
+        return default
+    if value > MAX_REPLICAS:
+        c.add(".replicas", f"must be at most {MAX_REPLICAS}")
+    return value
+
+
+def _parse_fixed(c: _Collector, config: dict | None, ctx: PolicyContext) -> dict:
+    config = {"replicas": 1} if config is None else config
+    _unknown_keys(c, config, {"replicas"}, ".")
+    if "replicas" not in config:
+        c.add(".replicas", "is required for the fixed policy")
+    return {"kind": "fixed", "replicas": _replicas(c, config, 1)}
+
+
+# --- scheduled ---------------------------------------------------------------------------
+
+_WINDOW = re.compile(r"^\s*(?P<days>\S+)\s+(?P<start>\d{1,2}:\d{2})-(?P<end>\d{1,2}:\d{2})\s+(?P<tz>\S+)\s*$")
+
+
+def _parse_time(text: str) -> int | None:
+    """Minutes since midnight for HH:MM (24:00 allowed as an end), else None."""
+    hours, minutes = text.split(":")
+    h, m = int(hours), int(minutes)
+    if (0 <= h <= 23 and 0 <= m <= 59) or (h == 24 and m == 0):
+        return h * 60 + m
+    return None
+
+
+def _parse_days(text: str) -> list[int] | None:
+    """`Mon-Fri`, `Mon,Wed,Fri`, `Sat-Sun`, `Fri-Mon` (wraps), `Daily`/`*` → weekday numbers."""
+    lowered = text.lower()
+    if lowered in ("daily", "*", "everyday"):
+        return list(range(7))
+    days: list[int] = []
+    for part in lowered.split(","):
+        bounds = part.split("-")
+        if len(bounds) == 1 and bounds[0][:3] in DAYS and len(bounds[0]) >= 3:
+            days.append(DAYS.index(bounds[0][:3]))
+        elif len(bounds) == 2 and all(b[:3] in DAYS and len(b) >= 3 for b in bounds):
+            start, end = DAYS.index(bounds[0][:3]), DAYS.index(bounds[1][:3])
+            span = (end - start) % 7
+            days.extend((start + i) % 7 for i in range(span + 1))
+        else:
+            return None
+    return sorted(set(days))
+
+
+def parse_window(text: str) -> tuple[dict | None, str]:
+    """Parse `Mon-Fri 08:00-20:00 Europe/Madrid`; return (normalised, error message)."""
+    match = _WINDOW.match(text)
+    if not match:
+        return None, "expected '<days> HH:MM-HH:MM <IANA time zone>', e.g. 'Mon-Fri 08:00-20:00 Europe/Madrid'"
+    days = _parse_days(match["days"])
+    if days is None:
+        return None, f"unknown days {match['days']!r}: use Mon..Sun as a range (Mon-Fri), a list (Mon,Wed) or Daily"
+    start, end = _parse_time(match["start"]), _parse_time(match["end"])
+    if start is None or start == 24 * 60 or end is None:
+        return None, "times must be HH:MM between 00:00 and 24:00"
+    if start == end:
+        return None, "the window is empty: start and end are equal"
+    tz = match["tz"]
+    if not _zone_ok(tz):
+        return None, f"unknown time zone {tz!r}: use an IANA name such as Europe/Madrid or UTC"
+    return {"days": days, "start": start, "end": end, "tz": tz}, ""
+
+
+def _zone_ok(name: str) -> bool:
+    if name not in _ZONES:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+_ZONES = available_timezones() | {"UTC"}
+
+
+def _parse_scheduled(c: _Collector, config: dict | None, ctx: PolicyContext) -> dict:
+    if config is None:
+        c.add("", "the scheduled policy needs a config with 'cron' or 'window'")
+        return {}
+    _unknown_keys(c, config, {"cron", "window", "replicas", "timezone", "duration_minutes"}, ".")
+    has_cron, has_window = "cron" in config, "window" in config
+    if has_cron == has_window:
+        c.add("", "give exactly one of 'cron' or 'window'")
+        return {}
+    result: dict[str, Any] = {"kind": "scheduled", "replicas": _replicas(c, config, 1)}
+    if has_window:
+        for key in ("timezone", "duration_minutes"):
+            if key in config:
+                c.add(f".{key}", "only applies to 'cron' (a window carries its own zone and end)")
+        window = config["window"]
+        if not isinstance(window, str):
+            c.add(".window", "must be a string like 'Mon-Fri 08:00-20:00 Europe/Madrid'")
+            return result
+        parsed, error = parse_window(window)
+        if error:
+            c.add(".window", error)
+        else:
+            result["window"] = parsed
+        return result
+    cron = config["cron"]
+    if not isinstance(cron, str) or len(cron.split()) != 5 or not croniter.is_valid(cron):
+        c.add(".cron", "must be a valid 5-field cron expression, e.g. '0 2 * * *'")
+    tz = config.get("timezone", "UTC")
+    if not isinstance(tz, str) or not _zone_ok(tz):
+        c.add(".timezone", f"unknown time zone {tz!r}: use an IANA name such as Europe/Madrid or UTC")
+    duration = config.get("duration_minutes", 60)
+    if not _is_int(duration) or not 1 <= duration <= 7 * 24 * 60:
+        c.add(".duration_minutes", "must be an integer between 1 and 10080")
+    result.update({"cron": cron, "tz": tz, "duration_minutes": duration})
+    return result
+
+
+# --- autoscaling -------------------------------------------------------------------------
+
+_AUTOSCALING_KEYS = {"min_workers", "max_workers", "max_hourly_cost_usd", "workers", "gpu_pool",
+                     "target_inflight_per_replica", "scale_down_delay_s"}
+_RENAMED = {
+    "min_replicas": "not supported: autoscaling bounds are min_workers / max_workers (use min_workers)",
+    "max_replicas": "not supported: autoscaling bounds are min_workers / max_workers (use max_workers)",
+}
+
+
+def _positive_money(c: _Collector, path: str, value: Any) -> float | None:
+    if not _is_number(value) or value <= 0:
+        c.add(path, "must be greater than zero (US dollars per hour)")
+        return None
+    return float(value)
+
+
+def _parse_autoscaling(c: _Collector, config: dict | None, ctx: PolicyContext) -> dict:
+    if config is None:
+        c.add(".max_hourly_cost_usd", "is required for autoscaling (a cost ceiling in US dollars per hour)")
+        return {}
+    _unknown_keys(c, config, _AUTOSCALING_KEYS, ".", _RENAMED)
+    result: dict[str, Any] = {"kind": "autoscaling"}
+    lo, hi = config.get("min_workers", 0), config.get("max_workers")
+    if not _is_int(lo) or lo < 0:
+        c.add(".min_workers", "must be an integer ≥ 0")
+        lo = None
+    if hi is None:
+        c.add(".max_workers", "is required (an integer ≥ 1)")
+    elif not _is_int(hi) or hi < 1:
+        c.add(".max_workers", "must be an integer ≥ 1")
+        hi = None
+    elif hi > MAX_REPLICAS:
+        c.add(".max_workers", f"must be at most {MAX_REPLICAS}")
+    if lo is not None and hi is not None and lo > hi:
+        c.add(".min_workers", f"must be ≤ max_workers ({hi})")
+    result.update(min_workers=lo, max_workers=hi)
+    for key, default in (("target_inflight_per_replica", 4), ("scale_down_delay_s", 300)):
+        value = config.get(key, default)
+        if not _is_int(value) or value < 1:
+            c.add(f".{key}", "must be an integer ≥ 1")
+        result[key] = value
+
+    workers = config.get("workers")
+    legacy_pool = config.get("gpu_pool")
+    if workers is None and legacy_pool is None:
+        c.add(".workers", "is required: {'source': 'cloud', 'cloud_pool': {...}} or {'source': 'private', 'private_worker_ids': [...]}")
+        return result
+    if workers is not None and not isinstance(workers, dict):
+        c.add(".workers", "must be a JSON object")
+        return result
+    workers = workers or {"source": "cloud"}
+    source = workers.get("source")
+    if source not in ("cloud", "private"):
+        c.add(".workers.source", "must be 'cloud' or 'private'")
+        return result
+    result["source"] = source
+
+    cost = config.get("max_hourly_cost_usd")
+    if cost is None and source == "cloud":
+        c.add(".max_hourly_cost_usd", "is required for autoscaling on cloud workers (US dollars per hour, > 0)")
+    elif cost is not None:
+        result["max_hourly_cost_usd"] = _positive_money(c, ".max_hourly_cost_usd", cost)
+
+    if source == "private":
+        _unknown_keys(c, workers, {"source", "private_worker_ids"}, ".workers.")
+        if legacy_pool is not None:
+            c.add(".gpu_pool", "a GPU pool only applies to the cloud source")
+        ids = workers.get("private_worker_ids")
+        if not isinstance(ids, list) or not ids:
+            c.add(".workers.private_worker_ids", "must be a non-empty list of worker ids (wrk_…)")
+            return result
+        for i, worker_id in enumerate(ids):
+            path = f".workers.private_worker_ids[{i}]"
+            if not isinstance(worker_id, str) or not worker_id.startswith("wrk_"):
+                c.add(path, "must be a worker id starting with 'wrk_'")
+            elif not ctx.worker_exists(worker_id):
+                c.add(path, f"no worker {worker_id!r} in this team")
+        if len(set(map(str, ids))) != len(ids):
+            c.add(".workers.private_worker_ids", "lists a worker more than once")
+        result["private_worker_ids"] = list(ids)
+        return result
+
+    _unknown_keys(c, workers, {"source", "cloud_pool"}, ".workers.")
+    pool = workers.get("cloud_pool")
+    if pool is not None and not isinstance(pool, dict):
+        c.add(".workers.cloud_pool", "must be a JSON object")
+        return result
+    pool = pool or {}
+    _unknown_keys(c, pool, {"gpu_pool", "max_hourly_cost_usd", "max_instances", "allowed_cuda_versions"}, ".workers.cloud_pool.")
+    if legacy_pool is not None:
+        if "gpu_pool" in pool:
+            c.add(".gpu_pool", "give the pool once: use workers.cloud_pool.gpu_pool (the root gpu_pool is the legacy form)")
+        if "allowed_cuda_versions" in pool or "allowed_cuda_versions" in config:
+            c.add(".gpu_pool", "the legacy root gpu_pool cannot carry allowed_cuda_versions; move it to workers.cloud_pool.gpu_pool")
+        names, base = legacy_pool, ".gpu_pool"
+    else:
+        names, base = pool.get("gpu_pool"), ".workers.cloud_pool.gpu_pool"
+    catalog = ctx.gpu_catalog()
+    if not isinstance(names, list) or not names:
+        c.add(base, "must be a non-empty list of GPU display names from the catalog (GPU Resources)")
+        names = []
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            c.add(f"{base}[{i}]", "must be a GPU display name (string)")
+        elif name not in catalog:
+            close = ctx.suggest(name, list(catalog))
+            hint = f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
+            c.add(f"{base}[{i}]", f"unknown GPU {name!r}: not in the GPU catalog{hint}")
+    if len(set(map(str, names))) != len(names):
+        c.add(base, "lists a GPU more than once")
+    result["gpu_pool"] = list(names)
+    if "max_hourly_cost_usd" in pool:
+        result["pool_max_hourly_cost_usd"] = _positive_money(c, ".workers.cloud_pool.max_hourly_cost_usd", pool["max_hourly_cost_usd"])
+    if "max_instances" in pool:
+        value = pool["max_instances"]
+        if not _is_int(value) or value < 1:
+            c.add(".workers.cloud_pool.max_instances", "must be an integer ≥ 1")
+        result["max_instances"] = value
+    if "allowed_cuda_versions" in pool:
+        versions = pool["allowed_cuda_versions"]
+        runnable = {v for n in names if isinstance(n, str) for v in catalog.get(n, [])}
+        if not isinstance(versions, list) or not versions:
+            c.add(".workers.cloud_pool.allowed_cuda_versions", "must be a non-empty list of CUDA versions such as '13.0'")
+            versions = []
+        for i, version in enumerate(versions):
+            path = f".workers.cloud_pool.allowed_cuda_versions[{i}]"
+            if not isinstance(version, str) or not re.match(r"^\d+\.\d+$", version):
+                c.add(path, "must be a CUDA version string such as '12.8'")
+            elif version not in runnable:
+                c.add(path, f"no GPU in the pool can run CUDA {version}")
+        result["allowed_cuda_versions"] = list(versions)
+    return result
+
+
+# --- replica math ------------------------------------------------------------------------
+
+
+def schedule_active(policy: dict, now: datetime) -> bool:
+    """Whether a scheduled policy is inside an active period at `now` (aware datetime)."""
+    if "window" in policy:
+        w = policy["window"]
+        local = now.astimezone(ZoneInfo(w["tz"]))
+        minute = local.hour * 60 + local.minute
+        today, yesterday = local.weekday(), (local.weekday() - 1) % 7
+        if w["start"] < w["end"]:
+            return today in w["days"] and w["start"] <= minute < w["end"]
+        # Overnight window: it belongs to the day it starts on.
+        return (today in w["days"] and minute >= w["start"]) or (yesterday in w["days"] and minute < w["end"])
+    tz = ZoneInfo(policy.get("tz", "UTC"))
+    local = now.astimezone(tz)
+    last_fire = croniter(policy["cron"], local + timedelta(seconds=1)).get_prev(datetime)
+    return local < last_fire + timedelta(minutes=policy.get("duration_minutes", 60))
+
+
+def next_transitions(policy: dict, now: datetime, count: int = 5) -> list[tuple[datetime, bool]]:
+    """The next `count` (time, becomes_active) changes of a scheduled policy, minute resolution."""
+    out: list[tuple[datetime, bool]] = []
+    state = schedule_active(policy, now)
+    t = now.replace(second=0, microsecond=0)
+    horizon = now + timedelta(days=370)
+    step = timedelta(minutes=1)
+    while len(out) < count and t < horizon:
+        t += step
+        active = schedule_active(policy, t)
+        if active != state:
+            out.append((t, active))
+            state = active
+    return out
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the autoscaler sees: requests in flight over the workload's replicas."""
+
+    inflight: int = 0
+    current_replicas: int = 0
+    idle_seconds: float = 0.0
+
+
+def desired_replicas(policy: dict, now: datetime, load: Load | None = None) -> int:
+    kind = policy.get("kind", "fixed")
+    if kind == "fixed":
+        return policy.get("replicas", 1)
+    if kind == "scheduled":
+        return policy.get("replicas", 1) if schedule_active(policy, now) else 0
+    load = load or Load()
+    lo, hi = policy.get("min_workers") or 0, policy.get("max_workers") or 1
+    want = math.ceil(load.inflight / max(1, policy.get("target_inflight_per_replica", 4)))
+    if want < load.current_replicas and load.idle_seconds < policy.get("scale_down_delay_s", 300):
+        want = load.current_replicas  # hold capacity until the scale-down delay has passed
+    return max(lo, min(hi, want))
+
+
+def default_time(minutes: int) -> time:
+    return time(minutes // 60 % 24, minutes % 60)
