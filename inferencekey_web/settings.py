@@ -108,6 +108,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -145,6 +146,7 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_out": str(_queue_dir / "queue"),
         "processed_folder": str(_queue_dir / "processed"),
         "store_processed": False,
+        "polling_interval": 0.1,
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # a worker killed mid-task leaves the message for another run
@@ -153,6 +155,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 SWEEP_INTERVAL_S = env_int("INFERENCEKEY_SWEEP_INTERVAL_S", 10)
+CELERY_BEAT_SCHEDULE = {
+    # `expires` so missed sweeps do not pile up behind a stopped worker.
+    "sweep": {"task": "workloads.tasks.sweep", "schedule": float(SWEEP_INTERVAL_S), "options": {"expires": SWEEP_INTERVAL_S}},
+}
 
 # Worker liveness (see workers/): offline after WORKER_OFFLINE_AFTER_S without a heartbeat,
 # replicas rescheduled after a further WORKER_RESCHEDULE_AFTER_S, so a blip causes no storm.

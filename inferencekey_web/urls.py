@@ -10,5 +10,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("workloads.api_urls")),
+    path("api/", include("workers.api_urls")),
     path("admin/", admin.site.urls),
 ]

@@ -24,7 +24,8 @@ class Worker(models.Model):
         DRAINING = "draining", "Draining"
 
     id = models.CharField(primary_key=True, max_length=32, default=new_worker_id, editable=False)
-    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="workers")
+    # No team: a shared worker every team may use (the one-machine default registers its local agent so).
+    team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="workers")
     name = models.CharField(max_length=120)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PRIVATE)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
@@ -74,7 +75,7 @@ class Gpu(models.Model):
 class JoinToken(models.Model):
     """One-time token traded by an agent for worker credentials."""
 
-    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="join_tokens")
+    team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="join_tokens")
     name = models.CharField(max_length=120, blank=True)  # the worker name to use, if given
     labels = models.JSONField(default=dict, blank=True)
     lookup_id = models.CharField(max_length=8, unique=True)

@@ -1,10 +1,234 @@
-"""Level-triggered reconcile (filled in by the end-to-end work)."""
+"""Level-triggered reconcile: `plan` is pure, `apply` writes.
+
+`plan(desired, observed, now)` looks at what should run and what the replica rows say, and returns
+actions. `run(workload_id)` loads both, applies the actions under a row lock on the workload
+(no network call inside), and records the phase with compare-and-set on `generation`. Running it
+twice changes nothing; a crash anywhere leaves rows that the next run (or the beat sweep) repairs.
+"""
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-def run(workload_id: str) -> None:
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from workers import engines
+from workers.models import Replica, Worker
+
+from . import placement, policies
+from .models import Phase, ReadinessEvent, Workload
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Desired:
+    generation: int
+    count: int | None  # None: this policy is not reconciled yet
+
+
+@dataclass(frozen=True)
+class Observed:
+    id: str
+    generation: int
+    state: str
+    placed: bool  # has a worker
+    worker_state: str | None = None
+    worker_seen_at: datetime | None = None
+    message: str = ""
+    created_at: datetime | None = None
+
+
+@dataclass
+class Plan:
+    create: int = 0
+    place: list[str] = field(default_factory=list)
+    drain: list[tuple[str, str]] = field(default_factory=list)  # (replica id, reason)
+
+
+def _lost(r: Observed, now: datetime) -> str | None:
+    """Why a replica no longer counts (its worker is gone, draining or long offline), else None."""
+    if not r.placed:
+        return None
+    if r.worker_state is None:
+        return "its worker was deleted"
+    if r.worker_state == Worker.State.DRAINING:
+        return "its worker is draining"
+    grace = timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S + settings.WORKER_RESCHEDULE_AFTER_S)
+    if r.worker_seen_at is None or now - r.worker_seen_at > grace:
+        return "its worker stopped sending heartbeats"
     return None
 
 
-def lagging_workloads() -> list[str]:
-    return []
+def plan(desired: Desired, observed: list[Observed], now: datetime) -> Plan:
+    out = Plan()
+    if desired.count is None:
+        return out
+    live: list[Observed] = []
+    for r in observed:
+        reason = _lost(r, now)
+        if reason:
+            out.drain.append((r.id, f"rescheduled: {reason}"))
+        else:
+            live.append(r)
+    current = [r for r in live if r.generation == desired.generation]
+    old = [r for r in live if r.generation != desired.generation]
+
+    if len(current) < desired.count:
+        out.create = desired.count - len(current)
+    elif len(current) > desired.count:
+        # Drop the least useful first: not ready, then the newest.
+        ranked = sorted(current, key=lambda r: (r.state == Replica.State.READY, -(r.created_at or now).timestamp()))
+        for r in ranked[: len(current) - desired.count]:
+            out.drain.append((r.id, "scaled down"))
+        current = [r for r in current if r.id not in {d for d, _ in out.drain}]
+
+    # Rolling update: keep ready old replicas serving until the new generation is ready.
+    current_ready = sum(r.state == Replica.State.READY for r in current)
+    for r in old:
+        if desired.count == 0 or r.state != Replica.State.READY or current_ready >= desired.count:
+            out.drain.append((r.id, "replaced by a newer spec"))
+    out.place = [r.id for r in current if not r.placed]
+    return out
+
+
+@dataclass(frozen=True)
+class Status:
+    phase: str
+    step: str
+    message: str
+
+
+def status(desired: Desired, observed: list[Observed], unplaceable: str = "", why_zero: str = "") -> Status:
+    """The workload's phase from the replicas of the current generation (pure)."""
+    if desired.count is None:
+        return Status(Phase.PENDING, "", "autoscaling is accepted but not reconciled yet (a later release runs it)")
+    if desired.count == 0:
+        return Status(Phase.STOPPED, "", why_zero or "0 replicas wanted")
+    current = [r for r in observed if r.generation == desired.generation]
+    ready = [r for r in current if r.state == Replica.State.READY]
+    if ready:
+        return Status(Phase.READY, "", f"{len(ready)} of {desired.count} replica(s) ready")
+    failed = [r for r in current if r.state == Replica.State.FAILED]
+    if failed:
+        return Status(Phase.ERROR, "engine_start", failed[0].message or "the engine failed to start")
+    if unplaceable or any(not r.placed for r in current) or not current:
+        return Status(Phase.SCHEDULING, "placement", unplaceable or "Finding a worker")
+    starting = [r for r in current if r.state in (Replica.State.STARTING, Replica.State.UNHEALTHY)]
+    if starting:
+        message = starting[0].message or "Starting the engine"
+        step = "model_pull" if "pull" in message.lower() else "health_check" if "health" in message.lower() else "engine_start"
+        return Status(Phase.BOOTSTRAPPING, step, message)
+    return Status(Phase.PROVISIONING, "launch_order", "Launch order sent to the worker; waiting for the agent")
+
+
+def desired_for(workload: Workload, now: datetime) -> tuple[Desired, str]:
+    policy = workload.policy or {"kind": "fixed", "replicas": 1}
+    if policy.get("kind") == "autoscaling":
+        return Desired(workload.generation, None), ""
+    count = policies.desired_replicas(policy, now)
+    why = ""
+    if count == 0:
+        why = "outside the schedule's active period" if policy.get("kind") == "scheduled" else "the fixed policy asks for 0 replicas"
+    return Desired(workload.generation, count), why
+
+
+def _observe(workload: Workload) -> list[Observed]:
+    rows = (Replica.objects.filter(workload=workload, desired=True)
+            .select_related("worker").order_by("created_at"))
+    return [
+        Observed(
+            id=r.id, generation=r.generation, state=r.state, placed=r.port is not None,
+            worker_state=r.worker.state if r.worker else None,
+            worker_seen_at=r.worker.last_heartbeat_at if r.worker else None,
+            message=r.message, created_at=r.created_at,
+        )
+        for r in rows
+    ]
+
+
+def _launch_for(workload: Workload, where: placement.Placement) -> dict:
+    config = workload.config or {}
+    spec = engines.EngineInput(
+        backend=workload.backend, model_name=workload.model_name, task_type=workload.task_type,
+        command=config.get("command"), vllm_version=config.get("vllm_version"),
+    )
+    host = "127.0.0.1" if where.worker.address in ("127.0.0.1", "localhost") else "0.0.0.0"
+    return engines.render(spec, host=host, port=where.port, gpu_indices=[g.index for g in where.gpus])
+
+
+def run(workload_id: str, now: datetime | None = None) -> Status | None:
+    now = now or timezone.now()
+    with transaction.atomic():
+        workload = Workload.objects.select_for_update().select_related("project").filter(pk=workload_id).first()
+        if workload is None:
+            log.info("reconcile: workload %s is gone", workload_id)
+            return None
+        desired, why_zero = desired_for(workload, now)
+        actions = plan(desired, _observe(workload), now)
+        for replica_id, reason in actions.drain:
+            Replica.objects.filter(pk=replica_id, desired=True).update(desired=False, state=Replica.State.DRAINING, message=reason)
+        new_ids = [Replica.objects.create(workload=workload, generation=desired.generation).id for _ in range(actions.create)]
+        unplaceable = ""
+        for replica_id in actions.place + new_ids:
+            try:
+                where = placement.place(workload)
+                launch = _launch_for(workload, where)
+            except (placement.Unplaceable, engines.RecipeError) as exc:
+                unplaceable = str(exc)
+                Replica.objects.filter(pk=replica_id).update(message=unplaceable)
+                continue
+            # Compare-and-set: only a still-unplaced replica takes the placement.
+            placed = Replica.objects.filter(pk=replica_id, port=None).update(
+                worker=where.worker, port=where.port, vram_mb=where.vram_mb, launch=launch,
+                spec_hash=engines.launch_hash(launch, where.port), state=Replica.State.PLACED,
+                message=f"placed on {where.worker.name}",
+            )
+            if placed:
+                Replica.objects.get(pk=replica_id).gpus.set(where.gpus)
+        observed = _observe(workload)
+        result = status(desired, observed, unplaceable, why_zero)
+        ready = sum(r.state == Replica.State.READY and r.generation == desired.generation for r in observed)
+        Workload.objects.filter(pk=workload.pk, generation=desired.generation).update(
+            observed_generation=desired.generation, phase=result.phase, message=result.message[:500],
+            desired_replicas=desired.count or 0, ready_replicas=ready, reconciled_at=now,
+        )
+        record_event(workload, desired.generation, result)
+    return result
+
+
+def record_event(workload: Workload, generation: int, result: Status) -> None:
+    last = ReadinessEvent.objects.filter(workload=workload).order_by("-id").values("generation", "phase", "step", "message").first()
+    current = {"generation": generation, "phase": result.phase, "step": result.step, "message": result.message[:500]}
+    if last != current:
+        ReadinessEvent.objects.create(workload=workload, **current)
+
+
+def lagging_workloads(now: datetime | None = None) -> list[str]:
+    """Workloads the sweep re-queues: spec not yet observed, not settled, time-driven, or with
+    replicas on workers that went quiet."""
+    from django.db.models import F, Q
+
+    from workers.services import mark_quiet_workers_offline
+
+    now = now or timezone.now()
+    mark_quiet_workers_offline(now)
+    stale = now - timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S)
+    ids = set(
+        Workload.objects.filter(
+            Q(observed_generation__lt=F("generation"))
+            | ~Q(phase__in=[Phase.READY, Phase.STOPPED, Phase.ERROR, Phase.PENDING])
+            | Q(policy__kind="scheduled")
+        ).values_list("id", flat=True)
+    )
+    ids |= set(
+        Replica.objects.filter(desired=True).exclude(workload=None)
+        .filter(Q(worker__isnull=True) | Q(worker__last_heartbeat_at__lt=stale) | ~Q(worker__state=Worker.State.ONLINE)
+                | Q(state__in=[Replica.State.UNHEALTHY, Replica.State.FAILED]))
+        .values_list("workload_id", flat=True)
+    )
+    Replica.objects.filter(desired=False).filter(Q(worker__isnull=True) | Q(worker__last_heartbeat_at__lt=stale)).delete()
+    return sorted(ids)

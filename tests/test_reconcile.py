@@ -1,0 +1,180 @@
+"""Reconcile: the pure plan, placement, and run() against the database."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone as dt_timezone
+
+import pytest
+from django.utils import timezone
+
+from workers import services as worker_services
+from workers.models import Gpu, Replica, Worker
+from workloads import reconcile
+from workloads.models import Phase, ReadinessEvent, Workload
+from workloads.reconcile import Desired, Observed, plan, status
+from workloads.services import workload_create, workload_delete, workload_update
+
+from .specs import vllm_spec
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=dt_timezone.utc)
+
+
+def obs(i: int, *, gen: int = 1, state: str = "ready", placed: bool = True, worker_state: str = "online", seen=NOW):
+    return Observed(id=f"rep_{i}", generation=gen, state=state, placed=placed, worker_state=worker_state,
+                    worker_seen_at=seen, created_at=NOW - timedelta(minutes=10 - i))
+
+
+def test_plan_creates_missing_replicas():
+    assert plan(Desired(1, 3), [obs(1)], NOW).create == 2
+
+
+def test_plan_is_a_noop_when_converged():
+    result = plan(Desired(1, 2), [obs(1), obs(2)], NOW)
+    assert (result.create, result.drain, result.place) == (0, [], [])
+
+
+def test_plan_scales_down_not_ready_first():
+    result = plan(Desired(1, 1), [obs(1), obs(2, state="starting")], NOW)
+    assert [r for r, _ in result.drain] == ["rep_2"]
+
+
+def test_plan_keeps_old_ready_replica_until_new_one_is_ready():
+    result = plan(Desired(2, 1), [obs(1, gen=1), obs(2, gen=2, state="starting")], NOW)
+    assert result.drain == [] and result.create == 0
+    result = plan(Desired(2, 1), [obs(1, gen=1), obs(2, gen=2, state="ready")], NOW)
+    assert [r for r, _ in result.drain] == ["rep_1"]
+
+
+def test_plan_reschedules_replicas_of_a_long_silent_worker(settings):
+    settings.WORKER_OFFLINE_AFTER_S, settings.WORKER_RESCHEDULE_AFTER_S = 60, 120
+    blip = plan(Desired(1, 1), [obs(1, seen=NOW - timedelta(seconds=90))], NOW)
+    gone = plan(Desired(1, 1), [obs(1, seen=NOW - timedelta(seconds=200))], NOW)
+    assert blip.drain == [] and blip.create == 0
+    assert [r for r, _ in gone.drain] == ["rep_1"] and gone.create == 1
+
+
+def test_plan_places_unplaced_current_replicas():
+    assert plan(Desired(1, 1), [obs(1, placed=False, state="pending")], NOW).place == ["rep_1"]
+
+
+def test_status_phases_follow_replicas():
+    assert status(Desired(1, 1), [obs(1)]).phase == Phase.READY
+    assert status(Desired(1, 1), [obs(1, state="placed")]).phase == Phase.PROVISIONING
+    assert status(Desired(1, 1), [obs(1, state="starting")]).phase == Phase.BOOTSTRAPPING
+    assert status(Desired(1, 1), [obs(1, state="failed")]).phase == Phase.ERROR
+    assert status(Desired(1, 1), [], unplaceable="no worker").phase == Phase.SCHEDULING
+    assert status(Desired(1, 0), []).phase == Phase.STOPPED
+    assert status(Desired(1, None), []).phase == Phase.PENDING
+
+
+@pytest.fixture
+def cpu_worker(db):
+    worker = Worker.objects.create(team=None, name="local", accepts_cpu=True, state=Worker.State.ONLINE,
+                                   last_heartbeat_at=timezone.now())
+    return worker
+
+
+@pytest.fixture
+def gpu_worker(tenant):
+    worker = Worker.objects.create(team=tenant.team, name="box", state=Worker.State.ONLINE, last_heartbeat_at=timezone.now())
+    Gpu.objects.create(worker=worker, index=0, name="NVIDIA L4", memory_total_mb=23034)
+    return worker
+
+
+def test_run_places_a_fixed_replica_on_a_cpu_worker(tenant, cpu_worker):
+    workload = workload_create(project=tenant.project, data=vllm_spec())
+    result = reconcile.run(workload.id)
+    replica = Replica.objects.get(workload=workload)
+    assert result.phase == Phase.PROVISIONING
+    assert (replica.worker, replica.state, replica.port) == (cpu_worker, Replica.State.PLACED, 20000)
+    assert replica.launch["argv"][-4:] == ["--host", "127.0.0.1", "--port", "20000"]
+
+
+def test_run_twice_changes_nothing(tenant, cpu_worker):
+    workload = workload_create(project=tenant.project, data=vllm_spec())
+    reconcile.run(workload.id)
+    before = list(Replica.objects.values("id", "state", "port"))
+    events = ReadinessEvent.objects.count()
+    reconcile.run(workload.id)
+    assert list(Replica.objects.values("id", "state", "port")) == before
+    assert ReadinessEvent.objects.count() == events
+
+
+def test_run_without_workers_says_why(tenant):
+    workload = workload_create(project=tenant.project, data=vllm_spec())
+    result = reconcile.run(workload.id)
+    assert result.phase == Phase.SCHEDULING and "no online worker" in result.message
+
+
+def test_gpu_placement_uses_free_vram(tenant, gpu_worker):
+    small = workload_create(project=tenant.project, data=vllm_spec(slug="small", model_name="Qwen/Qwen2-0.5B"))
+    big = workload_create(project=tenant.project, data=vllm_spec(slug="big", model_name="meta-llama/Llama-3.1-70B"))
+    reconcile.run(small.id)
+    result = reconcile.run(big.id)
+    assert list(Replica.objects.get(workload=small).gpus.values_list("index", flat=True)) == [0]
+    assert result.phase == Phase.SCHEDULING and "GiB of free GPU memory" in result.message
+
+
+def test_pinned_worker_is_used(tenant, cpu_worker, gpu_worker):
+    workload = workload_create(project=tenant.project, data=vllm_spec(model_name="Qwen/Qwen2-0.5B", worker_id=gpu_worker.id))
+    reconcile.run(workload.id)
+    assert Replica.objects.get(workload=workload).worker == gpu_worker
+
+
+def test_fixed_zero_stops(tenant, cpu_worker):
+    workload = workload_create(project=tenant.project, data=vllm_spec(execution_policy="fixed", execution_policy_config={"replicas": 0}))
+    assert reconcile.run(workload.id).phase == Phase.STOPPED
+    assert not Replica.objects.exists()
+
+
+def test_spec_change_rolls_replicas(tenant, cpu_worker):
+    workload = workload_create(project=tenant.project, data=vllm_spec())
+    reconcile.run(workload.id)
+    first = Replica.objects.get()
+    workload_update(workload=workload, patch={"config": {"command": "vllm serve other"}})
+    reconcile.run(workload.id)
+    assert Replica.objects.filter(desired=True).exclude(pk=first.pk).count() == 1
+    assert not Replica.objects.get(pk=first.pk).desired  # it was not ready: replaced at once
+
+
+def test_delete_marks_replicas_undesired(tenant, cpu_worker):
+    workload = workload_create(project=tenant.project, data=vllm_spec())
+    reconcile.run(workload.id)
+    workload_delete(workload=workload)
+    replica = Replica.objects.get()
+    assert replica.workload is None and replica.desired is False
+
+
+def test_heartbeat_reports_drive_the_phase(tenant, cpu_worker):
+    workload = workload_create(project=tenant.project, data=vllm_spec())
+    reconcile.run(workload.id)
+    replica = Replica.objects.get()
+    desired, changed = worker_services.worker_heartbeat(worker=cpu_worker, payload={"replicas": [
+        {"id": replica.id, "state": "ready", "pid": 42, "message": "health check passed"}]})
+    assert [r["id"] for r in desired] == [replica.id] and changed == {workload.id}
+    assert reconcile.run(workload.id).phase == Phase.READY
+    assert Workload.objects.get().ready_replicas == 1
+
+
+def test_stopped_report_of_undesired_replica_frees_it(tenant, cpu_worker):
+    workload = workload_create(project=tenant.project, data=vllm_spec())
+    reconcile.run(workload.id)
+    replica = Replica.objects.get()
+    workload_delete(workload=workload)
+    desired, _ = worker_services.worker_heartbeat(worker=cpu_worker, payload={"replicas": [{"id": replica.id, "state": "stopped"}]})
+    assert desired == [] and not Replica.objects.exists()
+
+
+def test_autoscaling_is_accepted_but_pending(tenant, cpu_worker):
+    from .specs import CLOUD_AUTOSCALING
+
+    workload = workload_create(project=tenant.project, data=vllm_spec(execution_policy="autoscaling", execution_policy_config=CLOUD_AUTOSCALING))
+    result = reconcile.run(workload.id)
+    assert result.phase == Phase.PENDING and "not reconciled yet" in result.message
+
+
+def test_sweep_marks_quiet_workers_offline_and_requeues(tenant, cpu_worker, settings):
+    workload = workload_create(project=tenant.project, data=vllm_spec())
+    reconcile.run(workload.id)
+    Worker.objects.update(last_heartbeat_at=timezone.now() - timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S + 5))
+    assert workload.id in reconcile.lagging_workloads()
+    assert Worker.objects.get().state == Worker.State.OFFLINE

@@ -1,0 +1,59 @@
+"""The agent protocol (workers/agent/PROTOCOL.md): register with a join token, then heartbeat."""
+from __future__ import annotations
+
+import json
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from . import services
+
+
+def _json(payload, status: int = 200) -> HttpResponse:
+    return HttpResponse(json.dumps(payload), status=status, content_type="application/json")
+
+
+def _body(request) -> dict | None:
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@csrf_exempt
+@require_POST
+def register(request):
+    data = _body(request)
+    if data is None:
+        return _json({"error": "body must be a JSON object"}, 400)
+    if not isinstance(data.get("join_token"), str):
+        return _json({"error": "join_token: required"}, 400)
+    try:
+        worker, credential = services.worker_register(join_token=data["join_token"], payload=data)
+    except services.RegistrationRefused as exc:
+        return _json({"error": str(exc)}, 401)
+    return _json({"worker_id": worker.id, "worker_token": credential,
+                  "heartbeat_interval_s": settings.HEARTBEAT_INTERVAL_S}, 201)
+
+
+@csrf_exempt
+@require_POST
+def heartbeat(request):
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    worker = services.worker_for_credential(header.removeprefix("Bearer ").strip())
+    if worker is None:
+        return _json({"error": "unknown or revoked worker credential"}, 401)
+    data = _body(request)
+    if data is None:
+        return _json({"error": "body must be a JSON object"}, 400)
+    desired, changed = services.worker_heartbeat(worker=worker, payload=data)
+    for workload_id in changed:
+        # By task name: workers must not import workloads (imports point one way).
+        transaction.on_commit(lambda w=workload_id: current_app.send_task("workloads.tasks.reconcile_workload", args=[w]))
+    worker.refresh_from_db(fields=["state"])
+    return _json({"heartbeat_interval_s": settings.HEARTBEAT_INTERVAL_S, "state": worker.state, "replicas": desired})

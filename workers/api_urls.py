@@ -1,0 +1,8 @@
+from django.urls import path
+
+from . import agent_api
+
+urlpatterns = [
+    path("agent/register", agent_api.register, name="agent-register"),
+    path("agent/heartbeat", agent_api.heartbeat, name="agent-heartbeat"),
+]

@@ -1,0 +1,126 @@
+"""`manage.py up [--port PORT]`: the whole one-machine stack in the foreground.
+
+Starts the ASGI server (dashboard, API and gateway), a Celery worker, Celery beat and a local
+worker agent registered automatically as a shared, CPU-capable worker; restarts any of them that
+dies; stops all of them (engines included) on Ctrl-C / SIGTERM.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from workers import services
+from workers.models import Worker
+
+RESTART_BACKOFF_CAP_S = 30
+
+
+class Child:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]):
+        self.name, self.argv, self.env = name, argv, env
+        self.proc: subprocess.Popen | None = None
+        self.failures = 0
+        self.next_start = 0.0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+
+    def stop(self, timeout: float) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+class Command(BaseCommand):
+    help = "Run web + API + gateway, Celery worker and beat, and a local worker agent; Ctrl-C stops all."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--no-agent", action="store_true", help="do not start the local worker agent")
+        parser.add_argument("--agent-path", default="", help="directories prepended to the agent's PATH (engine binaries)")
+
+    def handle(self, *args, port: int, host: str, no_agent: bool, agent_path: str, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        env = {**os.environ, "INFERENCEKEY_BASE_URL": os.environ.get("INFERENCEKEY_BASE_URL", base_url),
+               "INFERENCEKEY_DATA_DIR": str(settings.DATA_DIR), "PYTHONUNBUFFERED": "1"}
+        py = sys.executable
+        children = [
+            Child("web", [py, "-m", "uvicorn", "inferencekey_web.asgi:application", "--host", host, "--port", str(port),
+                          "--no-access-log", "--timeout-graceful-shutdown", "5"], env),
+            Child("celery-worker", [py, "-m", "celery", "-A", "inferencekey_web", "worker", "--pool", "threads",
+                                    "--concurrency", "4", "--loglevel", "INFO", "--without-gossip", "--without-mingle"], env),
+            Child("celery-beat", [py, "-m", "celery", "-A", "inferencekey_web", "beat", "--loglevel", "INFO",
+                                  "--schedule", str(settings.DATA_DIR / "celerybeat-schedule")], env),
+        ]
+        if not no_agent:
+            children.append(self._agent(py, base_url, env, agent_path))
+        stopping = False
+
+        def on_signal(signum, frame):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        for child in children:
+            child.start()
+        self.stdout.write(self.style.SUCCESS(f"InferenceKey is up at {base_url} (dashboard, /api, /endpoint); Ctrl-C stops it"))
+        try:
+            while not stopping:
+                time.sleep(0.5)
+                for child in children:
+                    if child.proc and child.proc.poll() is not None and not stopping:
+                        code = child.proc.returncode
+                        child.failures += 1
+                        delay = min(RESTART_BACKOFF_CAP_S, 2 ** min(child.failures, 5))
+                        self.stderr.write(f"up: {child.name} exited with {code}; restarting in {delay}s")
+                        child.proc, child.next_start = None, time.monotonic() + delay
+                    if child.proc is None and time.monotonic() >= child.next_start and not stopping:
+                        child.start()
+        finally:
+            self.stdout.write("up: stopping…")
+            # The agent first, so it can stop its engines while the server still answers.
+            for child in reversed(children):
+                child.stop(timeout=20 if child.name == "agent" else 10)
+        return None
+
+    def _agent(self, py: str, base_url: str, env: dict, agent_path: str) -> Child:
+        state_dir = Path(settings.DATA_DIR) / "agent"
+        state_dir.mkdir(parents=True, exist_ok=True)
+        argv = [py, "-m", "workers.agent", "--server", base_url, "--state-dir", str(state_dir), "--name", "local",
+                "--stop-engines-on-exit"]
+        creds = state_dir / "credentials.json"
+        known = False
+        if creds.exists():
+            try:
+                known = Worker.objects.filter(pk=json.loads(creds.read_text()).get("worker_id")).exists()
+            except ValueError:
+                known = False
+        if not known:
+            creds.unlink(missing_ok=True)
+            # A shared (team-less), CPU-capable worker: on one machine every team may use it.
+            issued = services.join_token_create(team=None, name="local", accepts_cpu=True)
+            argv += ["--join-token", issued.value]
+        agent_env = dict(env)
+        if agent_path:
+            agent_env["PATH"] = agent_path + os.pathsep + agent_env.get("PATH", "")
+        return Child("agent", argv, agent_env)

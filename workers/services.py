@@ -1,0 +1,182 @@
+"""Worker writes: join tokens, registration, heartbeats, drain and delete."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from inferencekey_web.lib import credentials
+
+from .models import Gpu, JoinToken, Replica, Worker
+
+JOIN_TOKEN_TTL = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class IssuedJoinToken:
+    record: JoinToken
+    value: str  # shown once
+
+
+def join_token_create(*, team, name: str = "", labels: dict | None = None, accepts_cpu: bool = False,
+                      created_by=None, ttl: timedelta = JOIN_TOKEN_TTL) -> IssuedJoinToken:
+    minted = credentials.mint(credentials.JOIN_PREFIX)
+    record = JoinToken.objects.create(
+        team=team, name=name, labels=labels or {}, accepts_cpu=accepts_cpu, lookup_id=minted.lookup_id,
+        secret_hash=minted.secret_hash, created_by=created_by, expires_at=timezone.now() + ttl,
+    )
+    return IssuedJoinToken(record, minted.value)
+
+
+def agent_command(*, server_url: str, join_token: str, name: str = "") -> str:
+    """The one line an operator runs on the GPU host."""
+    name_part = f" --name {name}" if name else ""
+    return (f"pip install inferencekey-selfhosted && inferencekey-agent --server {server_url} "
+            f"--join-token {join_token}{name_part} --state-dir ~/.inferencekey-agent")
+
+
+class RegistrationRefused(Exception):
+    pass
+
+
+def worker_register(*, join_token: str, payload: dict) -> tuple[Worker, str]:
+    """Trade a one-time join token for a worker and its credential (returned once)."""
+    parsed = credentials.parse(join_token)
+    if not parsed or parsed[0] != credentials.JOIN_PREFIX:
+        raise RegistrationRefused("join_token is not an ik_join_ token")
+    minted = credentials.mint(credentials.WORKER_PREFIX)
+    now = timezone.now()
+    with transaction.atomic():
+        token = JoinToken.objects.select_for_update().filter(lookup_id=parsed[1]).first()
+        if token is None or not credentials.matches(join_token, token.secret_hash):
+            raise RegistrationRefused("unknown join token")
+        if token.used_at is not None:
+            raise RegistrationRefused("this join token was already used; create a new one")
+        if token.expires_at and token.expires_at <= now:
+            raise RegistrationRefused("this join token has expired; create a new one")
+        worker = Worker.objects.create(
+            team=token.team,
+            name=token.name or str(payload.get("name") or payload.get("hostname") or "worker")[:120],
+            labels={**(payload.get("labels") or {}), **token.labels},
+            hostname=str(payload.get("hostname") or "")[:255],
+            address=str(payload.get("address") or "127.0.0.1")[:255],
+            accepts_cpu=token.accepts_cpu or (bool(payload.get("cpu_only")) and not payload.get("gpus")),
+            cpu_count=int(payload.get("cpu_count") or 0),
+            memory_mb=int(payload.get("memory_mb") or 0),
+            agent_version=str(payload.get("agent_version") or "")[:32],
+            lookup_id=minted.lookup_id,
+            secret_hash=minted.secret_hash,
+            state=Worker.State.ONLINE,
+            last_heartbeat_at=now,
+            created_by=token.created_by,
+        )
+        token.used_at, token.worker = now, worker
+        token.save(update_fields=["used_at", "worker"])
+        sync_gpus(worker, payload.get("gpus") or [])
+    return worker, minted.value
+
+
+def worker_for_credential(value: str) -> Worker | None:
+    parsed = credentials.parse(value)
+    if not parsed or parsed[0] != credentials.WORKER_PREFIX:
+        return None
+    worker = Worker.objects.filter(lookup_id=parsed[1]).first()
+    if worker is None or not credentials.matches(value, worker.secret_hash):
+        return None
+    return worker
+
+
+def sync_gpus(worker: Worker, gpus: list[dict]) -> None:
+    """Upsert the reported GPU inventory by index; GPUs no longer reported are removed."""
+    seen = []
+    for gpu in gpus:
+        try:
+            index = int(gpu["index"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        seen.append(index)
+        Gpu.objects.update_or_create(
+            worker=worker, index=index,
+            defaults={
+                "uuid": str(gpu.get("uuid") or "")[:64], "name": str(gpu.get("name") or "GPU")[:120],
+                "memory_total_mb": int(gpu.get("memory_total_mb") or 0), "memory_used_mb": int(gpu.get("memory_used_mb") or 0),
+                "utilization_pct": int(gpu.get("utilization_pct") or 0), "driver_version": str(gpu.get("driver_version") or "")[:32],
+                "cuda_version": str(gpu.get("cuda_version") or "")[:16],
+            },
+        )
+    Gpu.objects.filter(worker=worker).exclude(index__in=seen).delete()
+
+
+def worker_drain(*, worker: Worker) -> None:
+    """Stop placing new replicas here; the reconciler moves its replicas elsewhere."""
+    Worker.objects.filter(pk=worker.pk).update(state=Worker.State.DRAINING)
+
+
+def worker_delete(*, worker: Worker) -> list[str]:
+    """Delete a worker; its replicas lose their worker and are rescheduled. Returns affected workload ids."""
+    with transaction.atomic():
+        affected = list(Replica.objects.filter(worker=worker).exclude(workload=None).values_list("workload_id", flat=True).distinct())
+        Replica.objects.filter(worker=worker).update(worker=None, state=Replica.State.FAILED, desired=False,
+                                                     message="worker deleted")
+        worker.delete()
+    return affected
+
+
+def mark_quiet_workers_offline(now) -> int:
+    from django.conf import settings
+
+    cutoff = now - timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S)
+    return Worker.objects.filter(state=Worker.State.ONLINE, last_heartbeat_at__lt=cutoff).update(state=Worker.State.OFFLINE)
+
+
+# Agent-reported replica state → Replica.State
+AGENT_STATES = {
+    "starting": Replica.State.STARTING, "backoff": Replica.State.STARTING, "ready": Replica.State.READY,
+    "unhealthy": Replica.State.UNHEALTHY, "failed": Replica.State.FAILED, "stopping": Replica.State.DRAINING,
+    "stopped": Replica.State.STOPPED,
+}
+
+
+def worker_heartbeat(*, worker: Worker, payload: dict) -> tuple[list[dict], set[str]]:
+    """Record a heartbeat; return (the replicas this worker must run, workload ids whose replicas changed)."""
+    now = timezone.now()
+    changed_workloads: set[str] = set()
+    with transaction.atomic():
+        fields = {"last_heartbeat_at": now, "agent_version": str(payload.get("agent_version") or worker.agent_version)[:32]}
+        if worker.state in (Worker.State.OFFLINE, Worker.State.PENDING):
+            fields["state"] = Worker.State.ONLINE
+        Worker.objects.filter(pk=worker.pk).update(**fields)
+        if "gpus" in payload:
+            sync_gpus(worker, payload.get("gpus") or [])
+        reported = {r.get("id"): r for r in payload.get("replicas") or [] if isinstance(r, dict)}
+        rows = {r.id: r for r in Replica.objects.filter(pk__in=list(reported), worker=worker)}
+        for replica_id, report in reported.items():
+            row = rows.get(replica_id)
+            if row is None:
+                continue
+            state = AGENT_STATES.get(str(report.get("state")), row.state)
+            if state == Replica.State.STOPPED and not row.desired:
+                row.delete()  # the agent confirmed the stop: GPUs and port are free again
+                continue
+            if not row.desired and state != Replica.State.STOPPED:
+                state = Replica.State.DRAINING
+            update = {
+                "state": state, "pid": report.get("pid"), "restarts": int(report.get("restarts") or 0),
+                "message": str(report.get("message") or "")[:500], "log_tail": str(report.get("log_tail") or "")[-8192:],
+            }
+            if state == Replica.State.READY and row.state != Replica.State.READY:
+                update["ready_at"] = now
+            if row.state != state or row.message != update["message"]:
+                if row.workload_id:
+                    changed_workloads.add(row.workload_id)
+            Replica.objects.filter(pk=row.pk).update(**update)
+        # Undesired replicas the agent no longer reports are gone from the host.
+        Replica.objects.filter(worker=worker, desired=False).exclude(pk__in=list(reported)).filter(
+            updated_at__lt=now - timedelta(seconds=5)).delete()
+    desired = [
+        {"id": r.id, "spec_hash": r.spec_hash, "port": r.port, **r.launch}
+        for r in Replica.objects.filter(worker=worker, desired=True).exclude(port=None).order_by("created_at")
+    ]
+    return desired, changed_workloads

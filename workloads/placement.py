@@ -1,0 +1,105 @@
+"""Placement: choose a worker (and GPUs, and a port) for a replica.
+
+Order: the pinned worker / GPU when the spec has one; else an online private worker of the team
+(or a shared worker) whose GPU has enough free VRAM for the model's estimate, best fit first;
+else a worker registered as CPU-capable. Nothing eligible → a reason the workload shows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from workers.engines import vram_estimate_mb
+from workers.models import Gpu, Replica, Worker
+
+PORT_RANGE = range(20000, 30000)
+ACTIVE_STATES = [s for s in Replica.State.values if s not in (Replica.State.STOPPED,)]
+
+
+@dataclass(frozen=True)
+class Placement:
+    worker: Worker
+    gpus: list[Gpu]
+    port: int
+    vram_mb: int
+
+
+class Unplaceable(Exception):
+    """Why no worker can take the replica (shown as the workload's message)."""
+
+
+def eligible_workers(team_id: str):
+    fresh = timezone.now() - timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S)
+    return (
+        Worker.objects.filter(Q(team_id=team_id) | Q(team__isnull=True), kind=Worker.Kind.PRIVATE,
+                              state=Worker.State.ONLINE, last_heartbeat_at__gte=fresh)
+        .prefetch_related("gpus")
+        .order_by("created_at")
+    )
+
+
+def _reserved_by_gpu(worker: Worker) -> dict[str, int]:
+    reserved: dict[str, int] = {}
+    rows = Replica.objects.filter(worker=worker, state__in=ACTIVE_STATES).prefetch_related("gpus")
+    for replica in rows:
+        gpus = list(replica.gpus.all())
+        for gpu in gpus:
+            reserved[gpu.id] = reserved.get(gpu.id, 0) + replica.vram_mb // max(1, len(gpus))
+    return reserved
+
+
+def free_port(worker: Worker) -> int:
+    used = set(Replica.objects.filter(worker=worker).exclude(port=None).values_list("port", flat=True))
+    for port in PORT_RANGE:
+        if port not in used:
+            return port
+    raise Unplaceable(f"worker {worker.name} has no free port")
+
+
+def _fit_on(worker: Worker, need_mb: int, pinned_gpu: Gpu | None) -> list[Gpu] | None:
+    """GPUs on `worker` that can hold `need_mb`: one GPU (best fit), else all of them together."""
+    reserved = _reserved_by_gpu(worker)
+    gpus = [pinned_gpu] if pinned_gpu else list(worker.gpus.all())
+    free = {g.id: g.memory_total_mb - reserved.get(g.id, 0) for g in gpus}
+    single = sorted((g for g in gpus if free[g.id] >= need_mb), key=lambda g: free[g.id])
+    if single:
+        return [single[0]]
+    if not pinned_gpu and len(gpus) > 1 and sum(free.values()) >= need_mb:
+        return gpus  # tensor-parallel across the whole host
+    return None
+
+
+def place(workload) -> Placement:
+    need = vram_estimate_mb(workload.model_name)
+    team_id = workload.project.team_id
+    candidates = list(eligible_workers(team_id))
+    pinned_gpu = None
+    if workload.gpu_resource_id:
+        pinned_gpu = Gpu.objects.select_related("worker").filter(pk=workload.gpu_resource_id).first()
+        if pinned_gpu is None:
+            raise Unplaceable(f"pinned GPU {workload.gpu_resource_id} no longer exists")
+        candidates = [w for w in candidates if w.id == pinned_gpu.worker_id]
+        if not candidates:
+            raise Unplaceable(f"the worker of pinned GPU {workload.gpu_resource_id} is not online")
+    if workload.worker_id:
+        candidates = [w for w in candidates if w.id == workload.worker_id]
+        if not candidates:
+            raise Unplaceable(f"pinned worker {workload.worker_id} is not online")
+    if not candidates:
+        raise Unplaceable("no online worker: register one (Workers page) or start the local agent")
+
+    # Spread: prefer workers running fewer replicas, then GPU placements over CPU ones.
+    load = {w.id: Replica.objects.filter(worker=w, desired=True).count() for w in candidates}
+    for worker in sorted(candidates, key=lambda w: load[w.id]):
+        gpus = _fit_on(worker, need, pinned_gpu)
+        if gpus:
+            return Placement(worker, gpus, free_port(worker), need)
+    for worker in sorted(candidates, key=lambda w: load[w.id]):
+        if worker.accepts_cpu and not pinned_gpu:
+            return Placement(worker, [], free_port(worker), need)
+    raise Unplaceable(f"no worker has {need / 1024:.1f} GiB of free GPU memory for {workload.model_name} "
+                      "(estimate: parameters × bytes per parameter × 1.2 + 2 GiB)")
