@@ -67,9 +67,19 @@ def marked_pids(token: str) -> list[int]:
     return found
 
 
-def make_spec(replica_id: str, port: int, spec_hash: str = "h1", *, model: str = "test-model", argv0: str = "vllm",
-              env: dict | None = None, warmup: list | None = None, vllm_version: str | None = None,
-              gpu_indices: list | None = None, extra_args: tuple = ()) -> dict:
+def make_spec(
+    replica_id: str,
+    port: int,
+    spec_hash: str = "h1",
+    *,
+    model: str = "test-model",
+    argv0: str = "vllm",
+    env: dict | None = None,
+    warmup: list | None = None,
+    vllm_version: str | None = None,
+    gpu_indices: list | None = None,
+    extra_args: tuple = (),
+) -> dict:
     return {
         "id": replica_id,
         "spec_hash": spec_hash,

@@ -138,7 +138,9 @@ def test_vllm_version_found_in_versions_dir(make_supervisor, tmp_path, monkeypat
     port = free_port()
     # argv[0] says plain "vllm" but a stand-in that is NOT on PATH: only the pinned one can run
     spec = make_spec("rep_v", port, vllm_version="0.11.0")
-    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != str(STANDIN_BIN)))
+    monkeypatch.setenv(
+        "PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != str(STANDIN_BIN))
+    )
     sup.converge([spec])
     snap = wait_state(sup, "rep_v", "ready")
     with open(f"/proc/{snap['pid']}/cmdline", "rb") as fh:
@@ -209,7 +211,7 @@ def test_sigterm_ignored_escalates_to_sigkill(make_supervisor):
     wait_state(sup, "rep_t", "stopped", timeout=10)
     elapsed = time.monotonic() - started
     assert pid_gone(pid)
-    assert 0.9 <= elapsed < 5, elapsed
+    assert 0.9 <= elapsed < 1.8, elapsed  # escalation at stop_timeout, not the later backstop
     assert replica(sup, "rep_t")["exit_code"] == -signal.SIGKILL
 
 

@@ -36,9 +36,16 @@ EMBED_DIM = 8
 MAX_HEADER = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            411: "Length Required", 413: "Payload Too Large", 500: "Internal Server Error",
-            503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 class BadRequest(Exception):
@@ -168,8 +175,17 @@ class Engine:
     def models(self, _body):
         return 200, {
             "object": "list",
-            "data": [{"id": self.name, "object": "model", "created": self.created, "owned_by": "vllm",
-                      "root": self.cfg["model"], "parent": None, "max_model_len": 4096}],
+            "data": [
+                {
+                    "id": self.name,
+                    "object": "model",
+                    "created": self.created,
+                    "owned_by": "vllm",
+                    "root": self.cfg["model"],
+                    "parent": None,
+                    "max_model_len": 4096,
+                }
+            ],
         }
 
     def chat(self, body):
@@ -186,23 +202,40 @@ class Engine:
             if msg.get("role") == "user":
                 last_user = text
         reply = f"echo: {last_user}"
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens(reply),
-                 "total_tokens": prompt_tokens + n_tokens(reply)}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": n_tokens(reply),
+            "total_tokens": prompt_tokens + n_tokens(reply),
+        }
         rid, created = self.new_id("chatcmpl"), int(time.time())
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return "stream", self._chat_stream(rid, created, reply, usage, include_usage)
         return 200, {
-            "id": rid, "object": "chat.completion", "created": created, "model": self.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                         "logprobs": None, "finish_reason": "stop"}],
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": self.name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
             "usage": usage,
         }
 
     def _chat_stream(self, rid, created, reply, usage, include_usage):
         def chunk(delta, finish=None):
-            c = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": self.name,
-                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            c = {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": self.name,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
             if include_usage:
                 c["usage"] = None
             return c
@@ -211,8 +244,16 @@ class Engine:
         events += [chunk({"content": piece}) for piece in split3(reply)]
         events.append(chunk({}, "stop"))
         if include_usage:
-            events.append({"id": rid, "object": "chat.completion.chunk", "created": created,
-                           "model": self.name, "choices": [], "usage": usage})
+            events.append(
+                {
+                    "id": rid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": self.name,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
         return events
 
     def completions(self, body):
@@ -226,8 +267,7 @@ class Engine:
         else:
             raise BadRequest("'prompt' must be a string or a list of strings")
         prompt_tokens = sum(n_tokens(p) for p in prompts)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": prompt_tokens,
-                 "total_tokens": 2 * prompt_tokens}
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": prompt_tokens, "total_tokens": 2 * prompt_tokens}
         rid, created = self.new_id("cmpl"), int(time.time())
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -237,19 +277,36 @@ class Engine:
                     events.append(self._cmpl_chunk(rid, created, idx, piece, None, include_usage))
                 events.append(self._cmpl_chunk(rid, created, idx, "", "stop", include_usage))
             if include_usage:
-                events.append({"id": rid, "object": "text_completion", "created": created,
-                               "model": self.name, "choices": [], "usage": usage})
+                events.append(
+                    {
+                        "id": rid,
+                        "object": "text_completion",
+                        "created": created,
+                        "model": self.name,
+                        "choices": [],
+                        "usage": usage,
+                    }
+                )
             return "stream", events
         return 200, {
-            "id": rid, "object": "text_completion", "created": created, "model": self.name,
-            "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": "stop"}
-                        for i, text in enumerate(prompts)],
+            "id": rid,
+            "object": "text_completion",
+            "created": created,
+            "model": self.name,
+            "choices": [
+                {"index": i, "text": text, "logprobs": None, "finish_reason": "stop"} for i, text in enumerate(prompts)
+            ],
             "usage": usage,
         }
 
     def _cmpl_chunk(self, rid, created, idx, text, finish, include_usage):
-        c = {"id": rid, "object": "text_completion", "created": created, "model": self.name,
-             "choices": [{"index": idx, "text": text, "logprobs": None, "finish_reason": finish}]}
+        c = {
+            "id": rid,
+            "object": "text_completion",
+            "created": created,
+            "model": self.name,
+            "choices": [{"index": idx, "text": text, "logprobs": None, "finish_reason": finish}],
+        }
         if include_usage:
             c["usage"] = None
         return c
@@ -274,8 +331,12 @@ class Engine:
                 vec = base64.b64encode(struct.pack(f"<{EMBED_DIM}f", *vec)).decode("ascii")
             data.append({"object": "embedding", "index": i, "embedding": vec})
         tokens = sum(n_tokens(t) for t in inputs)
-        return 200, {"object": "list", "data": data, "model": self.name,
-                     "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return 200, {
+            "object": "list",
+            "data": data,
+            "model": self.name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     def rerank(self, body):
         query = body.get("query")
@@ -293,8 +354,12 @@ class Engine:
                 raise BadRequest("each document must be a string or {'text': ...}")
             tokens += n_tokens(doc)
             results.append({"index": i, "relevance_score": overlap_score(query, doc), "document": {"text": doc}})
-        return 200, {"id": self.new_id("rerank"), "model": self.name,
-                     "usage": {"total_tokens": tokens}, "results": results}
+        return 200, {
+            "id": self.new_id("rerank"),
+            "model": self.name,
+            "usage": {"total_tokens": tokens},
+            "results": results,
+        }
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -357,7 +422,9 @@ class Server:
                     name, _, value = line.partition(":")
                     headers[name.strip().lower()] = value.strip()
                 conn = headers.get("connection", "").lower()
-                keep_alive = (version == "HTTP/1.1" and conn != "close") or (version == "HTTP/1.0" and conn == "keep-alive")
+                keep_alive = (version == "HTTP/1.1" and conn != "close") or (
+                    version == "HTTP/1.0" and conn == "keep-alive"
+                )
                 if "chunked" in headers.get("transfer-encoding", "").lower():
                     body = await self._read_chunked(reader)
                 else:
@@ -374,6 +441,8 @@ class Server:
                 if not keep_alive:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            return
+        except asyncio.CancelledError:  # server shutting down with keep-alive connections open
             return
         finally:
             try:
@@ -460,7 +529,9 @@ class Server:
 async def amain(cfg: dict) -> None:
     engine = Engine(cfg)
     server = Server(engine)
-    srv = await asyncio.start_server(server.handle, cfg["host"], cfg["port"], limit=MAX_HEADER, reuse_address=True, backlog=1024)
+    srv = await asyncio.start_server(
+        server.handle, cfg["host"], cfg["port"], limit=MAX_HEADER, reuse_address=True, backlog=1024
+    )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     if os.environ.get("STANDIN_IGNORE_SIGTERM") == "1":
@@ -468,7 +539,9 @@ async def amain(cfg: dict) -> None:
     else:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    print(f"standin engine serving {engine.name!r} on http://{cfg['host']}:{cfg['port']} (pid {os.getpid()})", flush=True)
+    print(
+        f"standin engine serving {engine.name!r} on http://{cfg['host']}:{cfg['port']} (pid {os.getpid()})", flush=True
+    )
     await stop.wait()
     # No wait_closed(): keep-alive clients must not delay the shutdown.
     srv.close()

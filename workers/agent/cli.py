@@ -31,18 +31,58 @@ def build_parser() -> argparse.ArgumentParser:
         description="InferenceKey worker agent: registers with the control plane and supervises inference engines.",
     )
     p.add_argument("--server", default=os.environ.get("IK_SERVER"), help="control plane URL (env IK_SERVER)")
-    p.add_argument("--join-token", default=os.environ.get("IK_JOIN_TOKEN"), help="one-time join token (env IK_JOIN_TOKEN); not needed once registered")
-    p.add_argument("--state-dir", default=os.environ.get("IK_STATE_DIR"), help="credentials, replica state and engine logs (env IK_STATE_DIR)")
-    p.add_argument("--name", default=os.environ.get("IK_WORKER_NAME") or socket.gethostname(), help="worker name (default: hostname)")
-    p.add_argument("--address", default=os.environ.get("IK_ADDRESS", "127.0.0.1"), help="address the gateway uses to reach this host's engines")
+    p.add_argument(
+        "--join-token",
+        default=os.environ.get("IK_JOIN_TOKEN"),
+        help="one-time join token (env IK_JOIN_TOKEN); not needed once registered",
+    )
+    p.add_argument(
+        "--state-dir",
+        default=os.environ.get("IK_STATE_DIR"),
+        help="credentials, replica state and engine logs (env IK_STATE_DIR)",
+    )
+    p.add_argument(
+        "--name",
+        default=os.environ.get("IK_WORKER_NAME") or socket.gethostname(),
+        help="worker name (default: hostname)",
+    )
+    p.add_argument(
+        "--address",
+        default=os.environ.get("IK_ADDRESS", "127.0.0.1"),
+        help="address the gateway uses to reach this host's engines",
+    )
     p.add_argument("--cpu-only", action="store_true", help="do not look for GPUs; register as a CPU-only worker")
     p.add_argument("--label", action="append", default=[], metavar="K=V", help="worker label (repeatable)")
-    p.add_argument("--stop-timeout", type=float, default=_env_float("IK_STOP_TIMEOUT", 10.0), help="seconds between SIGTERM and SIGKILL (default 10)")
-    p.add_argument("--start-timeout", type=float, default=_env_float("IK_START_TIMEOUT", 600.0), help="seconds for an engine to become healthy (default 600)")
-    p.add_argument("--vllm-versions-dir", default=os.environ.get("IK_VLLM_VERSIONS_DIR"), help="<dir>/<version>/bin/vllm lookup for pinned vLLM versions (env IK_VLLM_VERSIONS_DIR)")
-    p.add_argument("--stop-engines-on-exit", action="store_true", help="stop engines on SIGTERM/SIGINT instead of leaving them for adoption")
-    p.add_argument("--once", action="store_true", help="register if needed, one heartbeat + converge, wait for replicas to settle, report, exit")
-    p.add_argument("--log-level", default=os.environ.get("IK_LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING (env IK_LOG_LEVEL)")
+    p.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=_env_float("IK_STOP_TIMEOUT", 10.0),
+        help="seconds between SIGTERM and SIGKILL (default 10)",
+    )
+    p.add_argument(
+        "--start-timeout",
+        type=float,
+        default=_env_float("IK_START_TIMEOUT", 600.0),
+        help="seconds for an engine to become healthy (default 600)",
+    )
+    p.add_argument(
+        "--vllm-versions-dir",
+        default=os.environ.get("IK_VLLM_VERSIONS_DIR"),
+        help="<dir>/<version>/bin/vllm lookup for pinned vLLM versions (env IK_VLLM_VERSIONS_DIR)",
+    )
+    p.add_argument(
+        "--stop-engines-on-exit",
+        action="store_true",
+        help="stop engines on SIGTERM/SIGINT instead of leaving them for adoption",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="register if needed, one heartbeat + converge, wait for replicas to settle, report, exit",
+    )
+    p.add_argument(
+        "--log-level", default=os.environ.get("IK_LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING (env IK_LOG_LEVEL)"
+    )
     p.add_argument("--version", action="version", version=f"inferencekey-agent {AGENT_VERSION}")
     return p
 
@@ -101,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
 
         def _on_signal(signum, _frame):
-            log.info("received %s", signal.Signals(signum).name)
-            agent.request_stop()
+            # Event.set() from a signal handler can deadlock on the Event's own lock if the
+            # main thread was interrupted inside Event.wait(): hand it to a short-lived thread.
+            log.info("received %s; shutting down", signal.Signals(signum).name)
+            threading.Thread(target=agent.request_stop, name="agent-stop", daemon=True).start()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, _on_signal)

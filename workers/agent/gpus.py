@@ -64,7 +64,7 @@ def parse_query_output(text: str, cuda_version: str | None = None) -> list[dict]
                 "index": index,
                 "uuid": fields[1],
                 # a name containing a comma would have been split: glue the middle back together
-                "name": ",".join(fields[2 : len(fields) - 4]).strip(),
+                "name": ", ".join(fields[2 : len(fields) - 4]).strip(),
                 "memory_total_mb": _to_int(fields[-4]),
                 "memory_used_mb": _to_int(fields[-3]),
                 "utilization_pct": _to_int(fields[-2]),

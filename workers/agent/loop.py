@@ -122,11 +122,18 @@ class Agent:
             if self.config.join_token:
                 log.warning(
                     "credentials in %s are for %s, not %s: registering again",
-                    self.state_dir, creds["server"], self.config.server,
+                    self.state_dir,
+                    creds["server"],
+                    self.config.server,
                 )
                 creds = None
             else:
-                log.warning("credentials in %s are for %s; using them with %s", self.state_dir, creds["server"], self.config.server)
+                log.warning(
+                    "credentials in %s are for %s; using them with %s",
+                    self.state_dir,
+                    creds["server"],
+                    self.config.server,
+                )
         if creds:
             self.worker_id, self._token = creds["worker_id"], creds["worker_token"]
             log.info("using stored credentials for worker %s", self.worker_id)
@@ -220,7 +227,11 @@ class Agent:
         gpus = self._gpus()
         log.info(
             "agent %s starting: server %s, state dir %s, %d GPU(s)%s",
-            AGENT_VERSION, self.config.server, self.state_dir, len(gpus), " (cpu-only)" if self.config.cpu_only else "",
+            AGENT_VERSION,
+            self.config.server,
+            self.state_dir,
+            len(gpus),
+            " (cpu-only)" if self.config.cpu_only else "",
         )
         try:
             if not self._credentials(gpus):
@@ -244,7 +255,7 @@ class Agent:
                 started = time.monotonic()
                 result = self.heartbeat_once()
                 if result is None:
-                    self.supervisor.stop_all()
+                    self.supervisor.stop_all(reason="worker credential revoked (HTTP 401)")
                     revoke_credentials(self.state_dir)
                     code = EXIT_REVOKED
                     return code

@@ -83,6 +83,7 @@ class ReplicaRunner:
         # desired state (written by the supervisor, read by the thread)
         self._spec = spec
         self._removing = False
+        self._remove_reason = "removed from the desired list"
         self._detach = False
         self._done = False
         self.reported_final = False
@@ -149,11 +150,12 @@ class ReplicaRunner:
         self._wake.set()
         return True
 
-    def request_remove(self) -> None:
+    def request_remove(self, reason: str = "removed from the desired list") -> None:
         with self._lock:
             if self._done or self._removing:
                 return
             self._removing = True
+            self._remove_reason = reason
             if self._pid is not None:
                 self._begin_stop_locked()
         self._wake.set()
@@ -227,7 +229,7 @@ class ReplicaRunner:
                 return
             if has_proc:
                 if removing or stop_pending or hash_changed:
-                    reason = "removed from the desired list" if removing else "spec changed"
+                    reason = self._remove_reason if removing else "spec changed"
                     self._terminate(reason)
                     with self._lock:
                         if not self._removing:
@@ -251,7 +253,7 @@ class ReplicaRunner:
             if removing:
                 with self._lock:
                     self.state = STOPPED
-                    self.message = "stopped (removed from the desired list)"
+                    self.message = f"stopped ({self._remove_reason})"
                 log.info("replica %s: stopped", self.id)
                 return
             if spec is None:  # adopted engine died before the control plane told us its spec
@@ -424,7 +426,9 @@ class ReplicaRunner:
                 kwargs["headers"] = {str(k): str(v) for k, v in req["headers"].items()}
             timeout = float(req.get("timeout_s") or self.sup.warmup_timeout)
             try:
-                resp = self._http.request(method, self._url(path), timeout=httpx.Timeout(timeout, connect=10.0), **kwargs)
+                resp = self._http.request(
+                    method, self._url(path), timeout=httpx.Timeout(timeout, connect=10.0), **kwargs
+                )
             except httpx.HTTPError as exc:
                 with self._lock:
                     if self._term_deadline is not None or self._removing or self._detach:
@@ -650,7 +654,13 @@ class Supervisor:
                 log.warning("ignoring malformed state entry for %s: %r", rid, entry)
                 continue
             if start_time is not None and pid_alive(pid, start_time):
-                info = {"pid": pid, "pgid": pgid, "start_time": start_time, "port": port, "spec_hash": entry.get("spec_hash")}
+                info = {
+                    "pid": pid,
+                    "pgid": pgid,
+                    "start_time": start_time,
+                    "port": port,
+                    "spec_hash": entry.get("spec_hash"),
+                }
                 self._entries[rid] = info
                 adopted.append(ReplicaRunner(self, rid, adopted=info))
                 log.info("replica %s: adopting running engine pid %s (port %s)", rid, pid, port)
@@ -662,7 +672,9 @@ class Supervisor:
                 continue
             killed = kill_group_leftovers(pgid)
             if killed:
-                log.warning("replica %s: engine pid %s is gone; killed %d leftover process(es) of its group", rid, pid, killed)
+                log.warning(
+                    "replica %s: engine pid %s is gone; killed %d leftover process(es) of its group", rid, pid, killed
+                )
             else:
                 log.info("replica %s: stale state entry (pid %s is gone); dropped", rid, pid)
         with self._state_lock:
@@ -762,12 +774,12 @@ class Supervisor:
         with self._lock:
             return self._runners.get(replica_id)
 
-    def stop_all(self, timeout: float | None = None) -> None:
+    def stop_all(self, timeout: float | None = None, reason: str = "agent is stopping all engines") -> None:
         """Stop every engine (in parallel) and wait for them."""
         with self._lock:
             runners = list(self._runners.values())
         for runner in runners:
-            runner.request_remove()
+            runner.request_remove(reason)
         limit = timeout if timeout is not None else self.stop_timeout + 15.0
         deadline = time.monotonic() + limit
         for runner in runners:
