@@ -11,7 +11,7 @@ import pytest
 from accounts.models import DataKey, SdkToken
 from workloads.models import Workload
 
-from .specs import BAD_SPECS, vllm_spec
+from .specs import BAD_SPECS, CLOUD_AUTOSCALING, vllm_spec
 
 REQUIRED = {"id": str, "project_id": str, "name": str, "slug": str, "model_name": str, "backend": str,
             "task_type": str, "created_at": str, "updated_at": str}
@@ -184,3 +184,16 @@ def test_fifty_concurrent_creates_make_one_workload(live_server, tenant):
         statuses = list(pool.map(create, range(50)))
     assert Workload.objects.filter(slug="support-bot").count() == 1
     assert statuses.count(201) == 1 and all(s in (201, 409) for s in statuses), statuses
+
+
+def test_list_matches_the_single_object_shape(api, tenant):
+    created = api.call("POST", "/api/projects/demo/workloads", tenant.sdk_token,
+                       vllm_spec(config={"command": "vllm serve m", "vllm_version": "0.6.3"},
+                                 execution_policy="autoscaling", execution_policy_config=CLOUD_AUTOSCALING)).json()
+    [listed] = api.call("GET", "/api/projects/demo/workloads", tenant.sdk_token).json()
+    assert listed["config"] == created["config"] and listed["execution_policy_config"] == CLOUD_AUTOSCALING
+    assert isinstance(listed["execution_policy_config"]["max_hourly_cost_usd"], float)  # 5.0 stays 5.0
+    keys = set(listed) - {"created_at", "updated_at"}
+    assert keys >= {"id", "project_id", "project_slug", "config", "execution_policy_config", "generation"}
+    assert {k: listed[k] for k in keys} == {k: created[k] for k in keys}
+    assert listed["created_at"][:19] == created["created_at"][:19] and listed["created_at"].endswith("Z")

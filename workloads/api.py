@@ -2,6 +2,7 @@
 get/patch/delete per workload. Views parse, call one service, render."""
 from __future__ import annotations
 
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -14,7 +15,7 @@ from inferencekey_web.lib.api_errors import ApiError, not_found, validation_fail
 from . import services
 from .models import Workload
 from .spec import SpecError
-from .wire import LIST_COLUMNS, json_response, row_to_wire, workload_to_wire
+from .wire import json_response, project_list_json, workload_to_wire
 
 _WORKLOAD_FIELDS = {
         "id": serializers.CharField(), "project_id": serializers.CharField(), "project_slug": serializers.CharField(),
@@ -47,8 +48,7 @@ class ProjectWorkloadsView(APIView):
         token = sdk_token_from(request)
         require_scope(token, SdkScope.WORKLOAD_READ)
         proj = project_for(token, project)
-        rows = Workload.objects.filter(project=proj).order_by("created_at", "id").values(*LIST_COLUMNS)
-        return json_response([row_to_wire(r) for r in rows])
+        return HttpResponse(project_list_json(proj.id), content_type="application/json")
 
     @extend_schema(operation_id="workloads_create", request=OpenApiTypes.OBJECT,
                    responses={201: WorkloadSchema, **ERRORS}, summary="Create a workload")
@@ -110,6 +110,4 @@ class WorkloadDetailView(APIView):
         token = sdk_token_from(request)
         require_scope(token, SdkScope.WORKLOAD_WRITE)
         services.workload_delete(workload=_workload_for(token, workload))
-        from django.http import HttpResponse
-
         return HttpResponse(status=204)

@@ -1,0 +1,348 @@
+"""Dashboard pages for workloads: list, create/edit form with live previews, detail with the
+readiness timeline, delete, and a "test endpoint" box that calls the gateway.
+
+One URL, one view, one template serve the full page and its htmx fragment
+(`template + "#partial"`); forms post normally so they work without JavaScript.
+"""
+from __future__ import annotations
+
+import json
+from pprint import pformat
+from zoneinfo import available_timezones
+
+import httpx
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from accounts.permissions import MANAGE_WORKLOADS, team_view
+from catalog.offers import gpu_rows, project_pool_cost
+from workers.models import Replica
+
+from . import services
+from . import spec as specs
+from .forms import WorkloadForm, loose_values, schedule_preview
+from .models import Phase, ReadinessEvent, Workload
+
+PAGE_SIZE = 25
+LIST_COLUMNS = ("id", "name", "slug", "model_name", "backend", "task_type", "execution_policy", "phase",
+                "message", "desired_replicas", "ready_replicas", "updated_at")
+TIMEZONE_COOKIE = "tz"  # set by static/js/app.js from the browser's Intl time zone
+GATEWAY_TIMEOUT_S = 60.0
+_ZONES = available_timezones()
+
+
+def _partial(request, template: str, partial: str) -> str:
+    return f"{template}#{partial}" if request.htmx and not request.htmx.boosted else template
+
+
+# --- list -----------------------------------------------------------------------------------------
+
+
+class WorkloadFilters(forms.Form):
+    q = forms.CharField(required=False, label="Search")
+    backend = forms.ChoiceField(required=False, choices=[("", "Any backend")] + [(b, b) for b in specs.BUILTIN_BACKENDS])
+    task_type = forms.ChoiceField(required=False, choices=[("", "Any task")] + [(t, t) for t in specs.TASK_TYPES])
+    policy = forms.ChoiceField(required=False, choices=[("", "Any policy"), ("fixed", "Fixed"),
+                                                        ("scheduled", "Scheduled"), ("autoscaling", "Autoscaling")])
+    status = forms.ChoiceField(required=False, choices=[("", "Any status")] + list(Phase.choices))
+
+    def apply(self, qs):
+        if not self.is_valid():
+            return qs
+        d = self.cleaned_data
+        if d["q"]:
+            qs = qs.filter(Q(name__icontains=d["q"]) | Q(slug__icontains=d["q"]) | Q(model_name__icontains=d["q"]))
+        if d["backend"]:
+            qs = qs.filter(backend=d["backend"])
+        if d["task_type"]:
+            qs = qs.filter(task_type=d["task_type"])
+        if d["policy"] == "fixed":
+            qs = qs.filter(Q(execution_policy="fixed") | Q(execution_policy__isnull=True))  # no policy = fixed
+        elif d["policy"]:
+            qs = qs.filter(execution_policy=d["policy"])
+        if d["status"]:
+            qs = qs.filter(phase=d["status"])
+        return qs
+
+    @property
+    def active(self) -> bool:
+        return self.is_valid() and any(self.cleaned_data.values())
+
+
+@team_view(project=True)
+def workload_list(request, project):
+    filters = WorkloadFilters(request.GET)
+    workloads = filters.apply(Workload.objects.filter(project=project)).only(*LIST_COLUMNS)
+    page = Paginator(workloads, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, _partial(request, "workloads/list.html", "table"),
+                  {"project": project, "filters": filters, "page": page})
+
+
+# --- create / edit ----------------------------------------------------------------------------
+
+
+def user_zone(request) -> str | None:
+    zone = request.COOKIES.get(TIMEZONE_COOKIE, "")
+    return zone if zone in _ZONES else None
+
+
+def _form_context(request, form: WorkloadForm, project, workload=None) -> dict:
+    sections = form.shown_sections()
+    values = loose_values(form)
+    ctx = {"form": form, "project": project, "workload": workload, "shown": sections}
+    if sections["scheduled"]:
+        ctx["preview"] = schedule_preview(form, user_zone(request), timezone.now())
+    if sections["cloud"]:
+        ctx.update(_pool_context(values))
+    return ctx
+
+
+def _pool_context(values: dict) -> dict:
+    cuda = values.get("cuda_version") or ""
+    chosen = list(values.get("gpu_pool") or [])
+    rows = []
+    for row in gpu_rows():
+        runs = not cuda or cuda in row.gpu.cuda_versions
+        if runs or row.gpu.display_name in chosen:  # a chosen GPU never disappears silently
+            rows.append({"row": row, "runs": runs, "checked": row.gpu.display_name in chosen})
+    # Chosen GPUs first, then by price: what is in the pool stays in view.
+    rows.sort(key=lambda r: (not r["checked"], r["row"].usd_per_hour is None, r["row"].usd_per_hour or 0))
+    projection = project_pool_cost(chosen, values.get("min_workers"), values.get("max_workers"),
+                                   values.get("max_hourly_cost_usd"))
+    return {"pool_rows": rows, "projection": projection, "cuda": cuda}
+
+
+def _unbound(form: WorkloadForm, project, current=None) -> WorkloadForm:
+    """The same values as an unbound form: shows the fields for a new backend/policy, judges nothing."""
+    unbound = WorkloadForm(project=project, current=current)
+    unbound.initial = {name: form[name].value() for name in form.fields}
+    return unbound
+
+
+def _render_form(request, form, project, workload=None, status=200):
+    template = _partial(request, "workloads/form.html", "form")
+    return render(request, template, _form_context(request, form, project, workload), status=status)
+
+
+def _save_errors(form: WorkloadForm, exc: Exception) -> None:
+    if isinstance(exc, specs.SpecError):
+        form.add_spec_errors(exc.errors)  # the world changed since clean(), e.g. a worker went away
+    elif isinstance(exc, services.SlugTaken):
+        form.add_error("slug", f"slug: a workload {exc} already exists in this project")
+    else:
+        form.add_error(None, "Someone else changed this workload meanwhile; review and save again.")
+
+
+@team_view(MANAGE_WORKLOADS, project=True)
+def workload_create(request, project):
+    if request.method != "POST":
+        return _render_form(request, WorkloadForm(project=project, initial={"backend": "vllm"}), project)
+    form = WorkloadForm(request.POST, project=project)
+    if "_refresh" in request.POST:
+        return _render_form(request, _unbound(form, project), project)
+    if form.is_valid():
+        try:
+            workload = services.workload_create(project=project, data=form.wire)
+        except (specs.SpecError, services.SlugTaken) as exc:
+            _save_errors(form, exc)
+        else:
+            messages.success(request, f"Workload {workload.name} created; the reconciler is placing it.")
+            return redirect("workloads:detail", team=request.team.slug, project=project.slug, slug=workload.slug)
+    return _render_form(request, form, project, status=400)
+
+
+def _workload(project, slug: str) -> Workload:
+    return get_object_or_404(Workload.objects.select_related("project"), project=project, slug=slug)
+
+
+@team_view(MANAGE_WORKLOADS, project=True)
+def workload_edit(request, project, slug: str):
+    workload = _workload(project, slug)
+    current = services.wire_of(workload)
+    if request.method != "POST":
+        return _render_form(request, WorkloadForm(project=project, current=current), project, workload)
+    form = WorkloadForm(request.POST, project=project, current=current)
+    if "_refresh" in request.POST:
+        return _render_form(request, _unbound(form, project, current), project, workload)
+    if form.is_valid():
+        if not form.patch:
+            messages.info(request, "Nothing changed.")
+            return redirect("workloads:detail", team=request.team.slug, project=project.slug, slug=workload.slug)
+        try:
+            workload = services.workload_update(workload=workload, patch=form.patch)
+        except (specs.SpecError, services.SlugTaken, services.Conflict) as exc:
+            _save_errors(form, exc)
+        else:
+            messages.success(request, f"Saved; generation {workload.generation} is being rolled out.")
+            return redirect("workloads:detail", team=request.team.slug, project=project.slug, slug=workload.slug)
+    return _render_form(request, form, project, workload, status=400)
+
+
+@require_POST
+@team_view(MANAGE_WORKLOADS, project=True)
+def schedule_preview_view(request, project):
+    form = WorkloadForm(request.POST)
+    preview = schedule_preview(form, user_zone(request), timezone.now())
+    return render(request, "workloads/form.html#schedule-preview", {"preview": preview})
+
+
+@require_POST
+@team_view(MANAGE_WORKLOADS, project=True)
+def pool_preview_view(request, project):
+    form = WorkloadForm(request.POST, project=project)
+    return render(request, "workloads/form.html#cloud-pool", {"form": form, **_pool_context(loose_values(form))})
+
+
+@team_view(MANAGE_WORKLOADS, project=True)
+def workload_delete(request, project, slug: str):
+    workload = _workload(project, slug)
+    if request.method == "POST":
+        services.workload_delete(workload=workload)
+        messages.success(request, f"Workload {workload.name} deleted; its replicas are being stopped.")
+        return redirect("workloads:list", team=request.team.slug, project=project.slug)
+    return render(request, "workloads/delete.html", {"project": project, "workload": workload})
+
+
+# --- detail ---------------------------------------------------------------------------------------
+
+_SETTLED_REPLICA_STATES = {Replica.State.READY, Replica.State.STOPPED, Replica.State.FAILED}
+
+
+def _live_context(workload: Workload) -> dict:
+    events = list(ReadinessEvent.objects.filter(workload=workload).order_by("-id")[:30])
+    replicas = list(workload.replicas.select_related("worker").prefetch_related("gpus").order_by("created_at"))
+    settled = (workload.observed_generation == workload.generation
+               and workload.phase in (Phase.READY, Phase.STOPPED, Phase.ERROR)
+               and all(r.state in _SETTLED_REPLICA_STATES for r in replicas))
+    return {
+        "workload": workload,
+        "timeline": [e for e in reversed(events) if e.generation == workload.generation],
+        "events": events[:15],
+        "replicas": replicas,
+        # Poll fast while something is moving, slowly once settled (autoscaling can still move).
+        "poll_seconds": 15 if settled else 2,
+    }
+
+
+def endpoint_url(workload: Workload) -> str:
+    return f"{settings.BASE_URL}/endpoint/{workload.project.slug}/{workload.slug}/v1"
+
+
+@team_view(project=True)
+def workload_detail(request, project, slug: str):
+    workload = _workload(project, slug)
+    wire = services.wire_of(workload)
+    return render(request, "workloads/detail.html", {
+        "project": project, **_live_context(workload), "wire_json": json.dumps(wire, indent=2),
+        "snippet": sdk_snippet(workload), "endpoint": endpoint_url(workload), "test_form": TestEndpointForm(),
+    })
+
+
+@team_view(project=True)
+def workload_live(request, project, slug: str):
+    workload = Workload.objects.select_related("project").filter(project=project, slug=slug).first()
+    if workload is None:
+        # 286 tells htmx to stop polling a workload that is gone.
+        return HttpResponse('<p class="empty">This workload was deleted.</p>', status=286)
+    return render(request, "workloads/detail.html#live", {"project": project, **_live_context(workload)})
+
+
+class TestEndpointForm(forms.Form):
+    api_key = forms.CharField(label="API key (ik_live_…)", widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+                              help_text="Used for this one request; never stored.")
+    message = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), initial="Say hello in five words.")
+
+    def clean_api_key(self) -> str:
+        key = self.cleaned_data["api_key"].strip()
+        if not key.startswith("ik_live_"):
+            raise forms.ValidationError("Paste an API key starting with ik_live_ (API keys page).")
+        return key
+
+
+def call_gateway(workload: Workload, api_key: str, message: str) -> dict:
+    """One chat completion through the gateway, as an app would call it: {"reply"} or {"error"}."""
+    try:
+        response = httpx.post(
+            f"{endpoint_url(workload)}/chat/completions",
+            json={"model": workload.model_name, "messages": [{"role": "user", "content": message}], "max_tokens": 256},
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=GATEWAY_TIMEOUT_S,
+        )
+    except httpx.HTTPError as exc:
+        return {"error": f"Could not reach the gateway at {settings.BASE_URL}: {exc.__class__.__name__}: {exc}"}
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200:
+        detail = (body or {}).get("error") if isinstance(body, dict) else None
+        return {"error": f"HTTP {response.status_code}: {detail or response.text[:500]}"}
+    try:
+        return {"reply": body["choices"][0]["message"]["content"], "model": body.get("model", "")}
+    except (KeyError, IndexError, TypeError):
+        return {"error": f"Unexpected reply: {response.text[:500]}"}
+
+
+@require_POST
+@team_view(project=True)
+def workload_test(request, project, slug: str):
+    workload = _workload(project, slug)
+    form = TestEndpointForm(request.POST)
+    result = call_gateway(workload, form.cleaned_data["api_key"], form.cleaned_data["message"]) if form.is_valid() else None
+    ctx = {"project": project, "workload": workload, "test_form": form, "result": result}
+    if request.htmx:
+        return render(request, "workloads/detail.html#test-endpoint", ctx)
+    return render(request, "workloads/detail.html", {
+        **ctx, **_live_context(workload), "wire_json": json.dumps(services.wire_of(workload), indent=2),
+        "snippet": sdk_snippet(workload), "endpoint": endpoint_url(workload)})
+
+
+# --- SDK snippet ----------------------------------------------------------------------------------
+
+
+def _kwarg(name: str, value) -> str:
+    text = pformat(value, width=96 - len(name), sort_dicts=False)
+    return f"    {name}=" + text.replace("\n", "\n" + " " * (len(name) + 5)) + ","
+
+
+def sdk_snippet(workload: Workload) -> str:
+    """Python that declares this workload with the official SDK and calls it."""
+    config = workload.config if isinstance(workload.config, dict) else {}
+    args = [("name", workload.name), ("slug", workload.slug), ("model", workload.model_name),
+            ("backend", workload.backend)]
+    optional = [("description", workload.description), ("command", config.get("command")),
+                ("vllm_version", config.get("vllm_version")),
+                ("task_type", workload.task_type if workload.task_type != "text2text" else None),
+                ("execution_policy", workload.execution_policy),
+                ("execution_policy_config", workload.execution_policy_config),
+                ("worker_id", workload.worker_id), ("gpu_resource_id", workload.gpu_resource_id)]
+    args += [(k, v) for k, v in optional if v is not None]
+    call = {
+        "embedding": 'result = endpoint.embed(input="Hello")\nprint(len(result.embeddings[0]))',
+        "reranker": 'result = endpoint.rerank(query="capital of France", documents=["Paris", "Berlin"])\n'
+                    "print(result.results[0].index)",
+    }.get(workload.task_type, 'result = endpoint.generate_text(prompt="Hello")\nprint(result.text)')
+    project = workload.project.slug
+    return "\n".join([
+        "# export INFERENCEKEY_BASE_URL=" + settings.BASE_URL,
+        "# export INFERENCEKEY_SDK_TOKEN=ik_sdk_…   (SDK tokens page)",
+        "# export INFERENCEKEY_API_KEY=ik_live_…    (API keys page)",
+        "from inferencekey import DataClient, ManagementClient, WorkloadSpec",
+        "",
+        f'mgmt = ManagementClient.from_env(project="{project}")',
+        "ref = mgmt.ensure(WorkloadSpec(",
+        *[_kwarg(k, v) for k, v in args],
+        "))",
+        "",
+        f'data = DataClient.from_env(project="{project}")',
+        "endpoint = data.endpoint(ref.workload_slug)",
+        call,
+    ])
+
