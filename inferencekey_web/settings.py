@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from inferencekey_web.lib.env import env_bool, env_int, env_list, env_str
+from inferencekey_web.lib.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("INFERENCEKEY_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -169,7 +169,7 @@ CELERY_BEAT_SCHEDULE = {
 # replicas rescheduled after a further WORKER_RESCHEDULE_AFTER_S, so a blip causes no storm.
 WORKER_OFFLINE_AFTER_S = env_int("INFERENCEKEY_WORKER_OFFLINE_AFTER_S", 60)
 WORKER_RESCHEDULE_AFTER_S = env_int("INFERENCEKEY_WORKER_RESCHEDULE_AFTER_S", 120)
-HEARTBEAT_INTERVAL_S = env_int("INFERENCEKEY_HEARTBEAT_INTERVAL_S", 3)
+HEARTBEAT_INTERVAL_S = env_float("INFERENCEKEY_HEARTBEAT_INTERVAL_S", 3.0)
 
 # Security headers; production turns on the secure-cookie and HSTS settings via env.
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -20,7 +20,7 @@ from inferencekey_web.lib.api_errors import ApiError, not_found
 
 from .models import Phase, ReadinessEvent, Workload
 
-POLL_S = 0.25
+POLL_S = 0.1
 RESEND_S = 5.0
 MAX_STREAM_S = 300.0  # the SDK reconnects on a clean close; bounded streams free workers
 

@@ -23,6 +23,7 @@ EXIT_CONFIG = 2  # bad configuration, join token rejected
 EXIT_REVOKED = 3  # heartbeat got 401: worker deleted / credential revoked
 
 DEFAULT_INTERVAL = 3.0
+WAKE_CHECK_S = 0.05
 MAX_INTERVAL = 300.0
 
 
@@ -248,6 +249,21 @@ class Agent:
         finally:
             self.client.close()
 
+    def _signature(self) -> tuple:
+        return self.supervisor.states()
+
+    def _wait_next(self, started: float) -> None:
+        """Sleep until the next heartbeat is due, or until a replica changes state: a change is
+        reported at once, so the control plane learns of `ready` without waiting a full interval."""
+        seen = self._signature()
+        while not self.stopping:
+            remaining = started + self.interval - time.monotonic()
+            if remaining <= 0:
+                return
+            self._stop.wait(min(remaining, WAKE_CHECK_S))
+            if self._signature() != seen and time.monotonic() - started >= self.min_interval:
+                return
+
     def _loop(self) -> int:
         code = EXIT_OK
         try:
@@ -265,7 +281,7 @@ class Agent:
                         self.heartbeat_once()
                     code = EXIT_OK if result else 1
                     break
-                self._stop.wait(max(0.0, started + self.interval - time.monotonic()))
+                self._wait_next(started)
         finally:
             if code != EXIT_REVOKED:
                 stop = self.config.stop_engines_on_exit

@@ -68,6 +68,9 @@ def _describe_exit(code: int | None) -> str:
     return f"engine exited with code {code}"
 
 
+STARTING_PROBE_S = 0.1
+
+
 class ReplicaRunner:
     """One replica id: its engine process, health state and restart policy."""
 
@@ -248,7 +251,8 @@ class ReplicaRunner:
                     self._check_starting()
                 else:
                     self._check_ready()
-                self._sleep(self.sup.probe_interval)
+                # Probe a starting engine often: readiness latency is what users wait on.
+                self._sleep(min(self.sup.probe_interval, STARTING_PROBE_S) if self.state == STARTING else self.sup.probe_interval)
                 continue
             if removing:
                 with self._lock:
@@ -769,6 +773,12 @@ class Supervisor:
                 runner.reported_final = True
             out.append(snap)
         return out
+
+    def states(self) -> tuple:
+        """(replica id, state) pairs, without report()'s bookkeeping: cheap enough to poll."""
+        with self._lock:
+            runners = list(self._runners.values())
+        return tuple(sorted((runner.id, runner.state) for runner in runners))
 
     def runner(self, replica_id: str) -> ReplicaRunner | None:
         with self._lock:

@@ -61,8 +61,9 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         env = {**os.environ, "INFERENCEKEY_BASE_URL": os.environ.get("INFERENCEKEY_BASE_URL", base_url),
-               # The local agent is on loopback: a 1 s heartbeat costs nothing and speeds up readiness.
-               "INFERENCEKEY_HEARTBEAT_INTERVAL_S": os.environ.get("INFERENCEKEY_HEARTBEAT_INTERVAL_S", "1"),
+               # The local agent is on loopback: a fast heartbeat costs little and is how it learns of
+               # new replicas (the protocol is pull); state changes are reported at once anyway.
+               "INFERENCEKEY_HEARTBEAT_INTERVAL_S": os.environ.get("INFERENCEKEY_HEARTBEAT_INTERVAL_S", "0.5"),
                "INFERENCEKEY_DATA_DIR": str(settings.DATA_DIR), "PYTHONUNBUFFERED": "1"}
         py = sys.executable
         children = [
