@@ -12,7 +12,6 @@ from django.utils import timezone
 from inferencekey_web.lib.ids import new_key_id, new_project_id, new_team_id
 
 
-
 class Role(models.TextChoices):
     OWNER = "owner", "Owner"
     ADMIN = "admin", "Admin"

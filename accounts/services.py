@@ -108,3 +108,89 @@ def user_get_or_create(*, email: str):
     except IntegrityError:
         user = User.objects.get(username=email)
     return user
+
+
+# --- dashboard: projects, team and members ------------------------------------------------
+
+
+class LastOwner(Exception):
+    """The team would be left without an owner."""
+
+
+class AlreadyMember(Exception):
+    pass
+
+
+def project_rename(*, project: Project, name: str, slug: str | None = None) -> Project:
+    """Rename a project; a new slug changes its URLs (and the SDK's `project=`), so it is optional."""
+    project.name = name
+    fields = ["name"]
+    if slug and canonical_slug(slug) != project.slug:
+        project.slug = canonical_slug(slug)
+        fields.append("slug")
+    project.save(update_fields=fields)
+    return project
+
+
+def team_rename(*, team: Team, name: str) -> Team:
+    team.name = name
+    team.save(update_fields=["name"])
+    return team
+
+
+@dataclass(frozen=True)
+class Invited:
+    membership: Membership
+    created_user: bool  # True: a new account was made and a "set your password" email was sent
+
+
+def membership_invite(*, team: Team, email: str, role: str, invited_by=None, set_password_url=None) -> Invited:
+    """Add `email` to `team`. An existing account is added as is; otherwise an account with an
+    unusable password is created and `set_password_url(user)` is emailed so they can choose one."""
+    from django.core.mail import send_mail
+
+    email = email.strip().lower()
+    User = get_user_model()
+    with transaction.atomic():
+        user = User.objects.filter(username=email).first() or User.objects.filter(email__iexact=email).first()
+        created = user is None
+        if created:
+            user = User(username=email, email=email)
+            user.set_unusable_password()
+            user.save()
+        if Membership.objects.filter(team=team, user=user).exists():
+            raise AlreadyMember(email)
+        membership = Membership.objects.create(team=team, user=user, role=role)
+    if created and set_password_url is not None:
+        inviter = getattr(invited_by, "email", "") or "A teammate"
+        send_mail(
+            subject=f"You were invited to {team.name} on InferenceKey",
+            message=(f"{inviter} added you to the team {team.name} as {Role(role).label.lower()}.\n\n"
+                     f"Choose a password to sign in:\n{set_password_url(user)}\n"),
+            from_email=None,
+            recipient_list=[email],
+        )
+    return Invited(membership, created)
+
+
+def _lock_owners(team: Team) -> list[int]:
+    # Lock the owner rows so two owners demoting each other at once cannot both succeed.
+    return list(Membership.objects.select_for_update().filter(team=team, role=Role.OWNER).values_list("pk", flat=True))
+
+
+def membership_role_change(*, membership: Membership, role: str) -> Membership:
+    with transaction.atomic():
+        owners = _lock_owners(membership.team)
+        if role != Role.OWNER and owners == [membership.pk]:
+            raise LastOwner("the last owner cannot be demoted; make someone else owner first")
+        Membership.objects.filter(pk=membership.pk).update(role=role)
+    membership.role = role
+    return membership
+
+
+def membership_remove(*, membership: Membership) -> None:
+    with transaction.atomic():
+        owners = _lock_owners(membership.team)
+        if owners == [membership.pk]:
+            raise LastOwner("the last owner cannot leave or be removed; make someone else owner first")
+        membership.delete()

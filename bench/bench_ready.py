@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from _stack import ROOT, free_port, percentiles
 
 STANDIN = ROOT / "tests" / "standin_engine"
@@ -80,7 +79,7 @@ def main() -> None:
             readies.append(time.perf_counter() - t0)
             mgmt.delete(f"r{i}")
             time.sleep(1.0)  # let the agent stop the engine before the next run
-        diffs = [r - b for r, b in zip(readies, boots)]
+        diffs = [r - b for r, b in zip(readies, boots, strict=True)]
         print(f"{args.runs} runs, heartbeat interval {env.get('INFERENCEKEY_HEARTBEAT_INTERVAL_S', '0.5 (up default)')} s")
         print(f"{'':<34}{'p50 ms':>10}{'p95 ms':>10}")
         for name, values in (("engine boot alone (baseline)", boots), ("ensure() -> ready (SDK)", readies),

@@ -14,6 +14,12 @@ from accounts.models import Membership, Role
 ThreadedWSGIServer.request_queue_size = 128
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    """PBKDF2's deliberate slowness costs ~0.3 s per user; tests make hundreds."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @dataclass
 class Tenant:
     owner: object

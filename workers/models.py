@@ -11,7 +11,6 @@ from django.db import models
 from inferencekey_web.lib.ids import new_gpu_id, new_replica_id, new_worker_id
 
 
-
 class Worker(models.Model):
     class Kind(models.TextChoices):
         PRIVATE = "private", "Private"

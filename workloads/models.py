@@ -6,7 +6,6 @@ from django.db import models
 from inferencekey_web.lib.ids import new_workload_id
 
 
-
 class Phase(models.TextChoices):
     """Readiness phases, the ones the SDK's wait_until_ready understands, plus our own."""
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from inferencekey_web.lib.slugs import MAX_SLUG_LENGTH, canonical_slug
 

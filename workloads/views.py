@@ -47,11 +47,15 @@ def _partial(request, template: str, partial: str) -> str:
 
 class WorkloadFilters(forms.Form):
     q = forms.CharField(required=False, label="Search")
-    backend = forms.ChoiceField(required=False, choices=[("", "Any backend")] + [(b, b) for b in specs.BUILTIN_BACKENDS])
-    task_type = forms.ChoiceField(required=False, choices=[("", "Any task")] + [(t, t) for t in specs.TASK_TYPES])
+    backend = forms.ChoiceField(required=False, choices=[("", "Any backend")] + [(b, b) for b in specs.BUILTIN_BACKENDS],
+                                widget=forms.Select(attrs={"aria-label": "Backend"}))
+    task_type = forms.ChoiceField(required=False, choices=[("", "Any task")] + [(t, t) for t in specs.TASK_TYPES],
+                                  widget=forms.Select(attrs={"aria-label": "Task type"}))
     policy = forms.ChoiceField(required=False, choices=[("", "Any policy"), ("fixed", "Fixed"),
-                                                        ("scheduled", "Scheduled"), ("autoscaling", "Autoscaling")])
-    status = forms.ChoiceField(required=False, choices=[("", "Any status")] + list(Phase.choices))
+                                                        ("scheduled", "Scheduled"), ("autoscaling", "Autoscaling")],
+                               widget=forms.Select(attrs={"aria-label": "Execution policy"}))
+    status = forms.ChoiceField(required=False, choices=[("", "Any status")] + list(Phase.choices),
+                               widget=forms.Select(attrs={"aria-label": "Status"}))
 
     def apply(self, qs):
         if not self.is_valid():
@@ -197,7 +201,9 @@ def schedule_preview_view(request, project):
 @team_view(MANAGE_WORKLOADS, project=True)
 def pool_preview_view(request, project):
     form = WorkloadForm(request.POST, project=project)
-    return render(request, "workloads/form.html#cloud-pool", {"form": form, **_pool_context(loose_values(form))})
+    # Rendered unbound: a preview shows choices and prices, it does not judge the half-filled form.
+    return render(request, "workloads/form.html#cloud-pool",
+                  {"form": _unbound(form, project), **_pool_context(loose_values(form))})
 
 
 @team_view(MANAGE_WORKLOADS, project=True)

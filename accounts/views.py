@@ -1,0 +1,295 @@
+"""Dashboard pages for accounts: sign-up and log-in, teams, projects, members, SDK tokens, API keys.
+
+Views parse, call one service, render. Team-scoped views are wrapped in `team_view(role)`
+(accounts/permissions.py), which turns a foreign team into 404 and a low role into 403.
+"""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model, login
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.tokens import default_token_generator
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse, reverse_lazy
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from . import services
+from .forms import (
+    DataKeyForm,
+    EmailAuthenticationForm,
+    InvitedUserPasswordResetForm,
+    InviteForm,
+    ProjectForm,
+    RoleForm,
+    SdkTokenForm,
+    SignupForm,
+    TeamForm,
+)
+from .models import DataKey, Membership, Role, SdkToken
+from .permissions import (
+    MANAGE_CREDENTIALS,
+    MANAGE_MEMBERS,
+    MANAGE_PROJECTS,
+    MANAGE_TEAM,
+    team_view,
+)
+
+# --- sign-up, log-in, password reset ------------------------------------------------------
+
+
+def signup(request):
+    if request.user.is_authenticated:
+        return redirect("home")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        email = form.cleaned_data["email"]
+        user = get_user_model().objects.create_user(username=email, email=email, password=form.cleaned_data["password1"])
+        team = services.team_create(name=form.cleaned_data["team_name"] or f"{email.split('@')[0]}'s team", owner=user)
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome! You own the team {team.name}. Create a project to start.")
+        return redirect("accounts:team_home", team=team.slug)
+    return render(request, "accounts/signup.html", {"form": form})
+
+
+login_view = auth_views.LoginView.as_view(
+    template_name="accounts/login.html", authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True
+)
+logout_view = auth_views.LogoutView.as_view()
+password_reset = auth_views.PasswordResetView.as_view(
+    template_name="accounts/password_reset.html",
+    form_class=InvitedUserPasswordResetForm,
+    email_template_name="accounts/email/password_reset.txt",
+    subject_template_name="accounts/email/password_reset_subject.txt",
+    success_url=reverse_lazy("accounts:password_reset_done"),
+)
+password_reset_done = auth_views.PasswordResetDoneView.as_view(template_name="accounts/password_reset_done.html")
+password_reset_confirm = auth_views.PasswordResetConfirmView.as_view(
+    template_name="accounts/password_reset_confirm.html", success_url=reverse_lazy("accounts:password_reset_complete")
+)
+password_reset_complete = auth_views.PasswordResetCompleteView.as_view(
+    template_name="accounts/password_reset_complete.html"
+)
+
+
+def set_password_url(request, user) -> str:
+    """A one-time link (the password-reset token) for an invited user to choose a password."""
+    path = reverse("accounts:password_reset_confirm", kwargs={
+        "uidb64": urlsafe_base64_encode(force_bytes(user.pk)), "token": default_token_generator.make_token(user)})
+    return request.build_absolute_uri(path)
+
+
+# --- teams and projects ---------------------------------------------------------------------
+
+
+@login_required
+def team_create(request):
+    form = TeamForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        team = services.team_create(name=form.cleaned_data["name"], owner=request.user)
+        messages.success(request, f"Team {team.name} created.")
+        return redirect("accounts:team_home", team=team.slug)
+    return render(request, "accounts/team_create.html", {"form": form})
+
+
+@team_view()
+def team_home(request):
+    projects = request.team.projects.annotate(workload_count=Count("workloads"))
+    return render(request, "accounts/team_home.html", {"projects": projects, "form": ProjectForm(team=request.team)})
+
+
+@team_view(MANAGE_TEAM)
+def team_settings(request):
+    form = TeamForm(request.POST or None, initial={"name": request.team.name})
+    if request.method == "POST" and form.is_valid():
+        services.team_rename(team=request.team, name=form.cleaned_data["name"])
+        messages.success(request, "Team renamed.")
+        return redirect("accounts:team_settings", team=request.team.slug)
+    return render(request, "accounts/team_settings.html", {"form": form})
+
+
+@team_view(MANAGE_PROJECTS)
+def project_create(request):
+    form = ProjectForm(request.POST or None, team=request.team)
+    if request.method == "POST" and form.is_valid():
+        project = services.project_create(team=request.team, name=form.cleaned_data["name"],
+                                          slug=form.cleaned_data["slug"] or None)
+        messages.success(request, f"Project {project.name} created. Declare its first workload.")
+        return redirect("workloads:list", team=request.team.slug, project=project.slug)
+    return render(request, "accounts/project_form.html", {"form": form})
+
+
+@team_view(project=True)
+def project_home(request, project):
+    return redirect("workloads:list", team=request.team.slug, project=project.slug)
+
+
+@team_view(MANAGE_PROJECTS, project=True)
+def project_settings(request, project):
+    form = ProjectForm(request.POST or None, team=request.team, instance=project,
+                       initial={"name": project.name, "slug": project.slug})
+    if request.method == "POST" and form.is_valid():
+        services.project_rename(project=project, name=form.cleaned_data["name"], slug=form.cleaned_data["slug"] or None)
+        messages.success(request, "Project renamed.")
+        return redirect("accounts:project_settings", team=request.team.slug, project=project.slug)
+    return render(request, "accounts/project_form.html", {"form": form, "project": project})
+
+
+# --- members ----------------------------------------------------------------------------------
+
+
+def _members_page(request, invite_form=None, status=200):
+    memberships = request.team.memberships.select_related("user").order_by("user__email")
+    return render(request, "accounts/members.html", {
+        "memberships": memberships,
+        "invite_form": invite_form or InviteForm(inviter_role=request.membership.role),
+        "roles": Role.choices,
+    }, status=status)
+
+
+@team_view()
+def members(request):
+    return _members_page(request)
+
+
+@require_POST
+@team_view(MANAGE_MEMBERS)
+def member_invite(request):
+    form = InviteForm(request.POST, inviter_role=request.membership.role)
+    if not form.is_valid():
+        return _members_page(request, form, status=400)
+    try:
+        invited = services.membership_invite(
+            team=request.team, email=form.cleaned_data["email"], role=form.cleaned_data["role"],
+            invited_by=request.user, set_password_url=lambda user: set_password_url(request, user))
+    except services.AlreadyMember:
+        form.add_error("email", "Already a member of this team.")
+        return _members_page(request, form, status=400)
+    email = invited.membership.user.email
+    if invited.created_user:
+        messages.success(request, f"Created an account for {email} and emailed them a link to set a password.")
+    else:
+        messages.success(request, f"{email} already had an account and was added to the team.")
+    return redirect("accounts:members", team=request.team.slug)
+
+
+def _target_membership(request, pk: int) -> Membership:
+    target = get_object_or_404(Membership.objects.select_related("user"), pk=pk, team=request.team)
+    # Only owners touch owners: an admin cannot demote or remove the people above them.
+    if target.role == Role.OWNER and not request.membership.can(Role.OWNER):
+        raise PermissionDenied("Only an owner can change another owner.")
+    return target
+
+
+@require_POST
+@team_view(MANAGE_MEMBERS)
+def member_role(request, pk: int):
+    target = _target_membership(request, pk)
+    form = RoleForm(request.POST, changer_role=request.membership.role)
+    if not form.is_valid():
+        messages.error(request, "You cannot give that role.")
+    else:
+        try:
+            services.membership_role_change(membership=target, role=form.cleaned_data["role"])
+            messages.success(request, f"{target.user.email} is now {Role(target.role).label.lower()}.")
+        except services.LastOwner as exc:
+            messages.error(request, str(exc).capitalize() + ".")
+    return redirect("accounts:members", team=request.team.slug)
+
+
+@team_view(MANAGE_MEMBERS)
+def member_remove(request, pk: int):
+    target = _target_membership(request, pk)
+    if request.method == "POST":
+        return _remove(request, target, f"{target.user.email} was removed from the team.")
+    return render(request, "accounts/member_remove.html", {"target": target})
+
+
+@require_POST
+@team_view()
+def team_leave(request):
+    return _remove(request, request.membership, f"You left {request.team.name}.")
+
+
+def _remove(request, membership: Membership, done: str):
+    try:
+        services.membership_remove(membership=membership)
+    except services.LastOwner as exc:
+        messages.error(request, str(exc).capitalize() + ".")
+        return redirect("accounts:members", team=request.team.slug)
+    messages.success(request, done)
+    if membership.user_id == request.user.id:
+        return redirect("home")
+    return redirect("accounts:members", team=request.team.slug)
+
+
+# --- SDK tokens and API keys ------------------------------------------------------------------
+
+_CREDENTIALS = {
+    "tokens": {"model": SdkToken, "form": SdkTokenForm, "template": "accounts/sdk_tokens.html"},
+    "keys": {"model": DataKey, "form": DataKeyForm, "template": "accounts/data_keys.html"},
+}
+
+
+def _credential_form(kind: str, project, data=None):
+    form_class = _CREDENTIALS[kind]["form"]
+    return form_class(data, project=project) if form_class is DataKeyForm else form_class(data)
+
+
+def _credentials_page(request, project, kind: str, form=None, issued=None, status=200):
+    model = _CREDENTIALS[kind]["model"]
+    records = model.objects.filter(project=project).select_related("created_by")
+    if model is DataKey:
+        records = records.prefetch_related("workloads")
+    response = render(request, _CREDENTIALS[kind]["template"], {
+        "project": project, "records": records, "form": form or _credential_form(kind, project), "issued": issued,
+    }, status=status)
+    if issued is not None:
+        response["Cache-Control"] = "no-store"  # the secret is in this page, once
+    return response
+
+
+@team_view(project=True)
+def sdk_tokens(request, project):
+    return _credentials_page(request, project, "tokens")
+
+
+@team_view(project=True)
+def data_keys(request, project):
+    return _credentials_page(request, project, "keys")
+
+
+@never_cache
+@team_view(MANAGE_CREDENTIALS, project=True)
+def credential_create(request, project, kind: str):
+    if request.method != "POST":
+        return _credentials_page(request, project, kind)
+    form = _credential_form(kind, project, request.POST)
+    if not form.is_valid():
+        return _credentials_page(request, project, kind, form=form, status=400)
+    common = {"project": project, "name": form.cleaned_data["name"], "created_by": request.user,
+              "expires_at": form.expires_at()}
+    if kind == "tokens":
+        issued = services.sdk_token_create(scopes=form.cleaned_data["scopes"], **common)
+    else:
+        issued = services.data_key_create(workloads=form.chosen_workloads(), **common)
+    # Rendered, not redirected: the full value exists only in this response.
+    return _credentials_page(request, project, kind, issued=issued)
+
+
+@require_POST
+@team_view(MANAGE_CREDENTIALS, project=True)
+def credential_revoke(request, project, kind: str, pk: str):
+    record = get_object_or_404(_CREDENTIALS[kind]["model"], pk=pk, project=project)
+    services.credential_revoke(credential=record)
+    record.refresh_from_db()
+    if request.htmx:
+        return render(request, f"{_CREDENTIALS[kind]['template']}#row", {"record": record, "project": project})
+    messages.success(request, f"{record.display} revoked.")
+    return redirect(f"accounts:{'sdk_tokens' if kind == 'tokens' else 'data_keys'}",
+                    team=request.team.slug, project=project.slug)
