@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
-from . import health
+from . import health, views
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -12,4 +12,10 @@ urlpatterns = [
     path("api/", include("workloads.api_urls")),
     path("api/", include("workers.api_urls")),
     path("admin/", admin.site.urls),
+    # The dashboard (server-rendered, htmx).
+    path("", views.home, name="home"),
+    path("", include("accounts.urls")),
+    path("", include("workloads.urls")),
+    path("", include("catalog.urls")),
+    path("", include("workers.urls")),
 ]

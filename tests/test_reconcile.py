@@ -1,7 +1,7 @@
 """Reconcile: the pure plan, placement, and run() against the database."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -15,7 +15,7 @@ from workloads.services import workload_create, workload_delete, workload_update
 
 from .specs import vllm_spec
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=dt_timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 def obs(i: int, *, gen: int = 1, state: str = "ready", placed: bool = True, worker_state: str = "online", seen=NOW):

@@ -9,10 +9,9 @@ cannot produce (`model` instead of `model_name`, unknown keys, numbers where str
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -370,37 +369,4 @@ def schedule_preview(form: WorkloadForm, zone: str | None, now: datetime, count:
     }
 
 
-MAX_FIRES = 300
-
-
-def next_transitions(policy: dict, now: datetime, count: int = 5) -> list[tuple[datetime, bool]]:
-    """`policies.next_transitions`, without its minute-by-minute scan for cron schedules.
-
-    A cron schedule can only change state at a fire or at a fire + duration, so only those
-    instants are checked, each with the policy's own `schedule_active`. The minute scan takes
-    seconds for a daily cron and tens of seconds for a monthly one, too slow for a form preview."""
-    if "window" in policy:
-        return policies.next_transitions(policy, now, count)
-    tz = ZoneInfo(policy.get("tz", "UTC"))
-    duration = timedelta(minutes=policy.get("duration_minutes", 60))
-    start = now.replace(second=0, microsecond=0)
-    fires = croniter(policy["cron"], (start - duration).astimezone(tz))
-    candidates: set[datetime] = set()
-    out: list[tuple[datetime, bool]] = []
-    state = policies.schedule_active(policy, now)
-    horizon = now + timedelta(days=370)
-    for _ in range(MAX_FIRES):  # a schedule that is always on (`* * * * *`) has no transitions
-        if len(out) >= count:
-            break
-        fire = fires.get_next(datetime)
-        if fire > horizon:
-            break
-        candidates.update({fire, fire + duration})
-        # Candidates are emitted in order once no later fire can add an earlier one.
-        for t in sorted(c for c in candidates if start < c <= fire):
-            candidates.discard(t)
-            active = policies.schedule_active(policy, t)
-            if active != state:
-                out.append((t, active))
-                state = active
-    return out[:count]
+next_transitions = policies.next_transitions

@@ -356,8 +356,8 @@ def schedule_active(policy: dict, now: datetime) -> bool:
     return local < last_fire + timedelta(minutes=policy.get("duration_minutes", 60))
 
 
-def next_transitions(policy: dict, now: datetime, count: int = 5) -> list[tuple[datetime, bool]]:
-    """The next `count` (time, becomes_active) changes of a scheduled policy, minute resolution."""
+def _scan_transitions(policy: dict, now: datetime, count: int) -> list[tuple[datetime, bool]]:
+    """Minute-by-minute scan (windows: at most a week between changes)."""
     out: list[tuple[datetime, bool]] = []
     state = schedule_active(policy, now)
     t = now.replace(second=0, microsecond=0)
@@ -370,6 +370,41 @@ def next_transitions(policy: dict, now: datetime, count: int = 5) -> list[tuple[
             out.append((t, active))
             state = active
     return out
+
+
+MAX_FIRES = 300
+
+
+def next_transitions(policy: dict, now: datetime, count: int = 5) -> list[tuple[datetime, bool]]:
+    """The next `count` (time, becomes_active) changes of a scheduled policy, minute resolution.
+
+    A cron schedule can only change state at a fire or at fire + duration, so only those instants
+    are checked (a minute scan takes seconds for a daily cron, minutes for a monthly one)."""
+    if "window" in policy:
+        return _scan_transitions(policy, now, count)
+    tz = ZoneInfo(policy.get("tz", "UTC"))
+    duration = timedelta(minutes=policy.get("duration_minutes", 60))
+    start = now.replace(second=0, microsecond=0)
+    fires = croniter(policy["cron"], (start - duration).astimezone(tz))
+    candidates: set[datetime] = set()
+    out: list[tuple[datetime, bool]] = []
+    state = schedule_active(policy, now)
+    horizon = now + timedelta(days=370)
+    for _ in range(MAX_FIRES):  # a schedule that is always on (`* * * * *`) has no transitions
+        if len(out) >= count:
+            break
+        fire = fires.get_next(datetime)
+        if fire > horizon:
+            break
+        candidates.update({fire, fire + duration})
+        # Candidates are emitted in order once no later fire can add an earlier one.
+        for t in sorted(c for c in candidates if start < c <= fire):
+            candidates.discard(t)
+            active = schedule_active(policy, t)
+            if active != state:
+                out.append((t, active))
+                state = active
+    return out[:count]
 
 
 @dataclass(frozen=True)
