@@ -178,3 +178,15 @@ def test_sweep_marks_quiet_workers_offline_and_requeues(tenant, cpu_worker, sett
     Worker.objects.update(last_heartbeat_at=timezone.now() - timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S + 5))
     assert workload.id in reconcile.lagging_workloads()
     assert Worker.objects.get().state == Worker.State.OFFLINE
+
+
+def test_deleting_a_worker_reschedules_its_replicas(tenant, cpu_worker):
+    other = Worker.objects.create(team=tenant.team, name="spare", accepts_cpu=True, state=Worker.State.ONLINE,
+                                  last_heartbeat_at=timezone.now())
+    workload = workload_create(project=tenant.project, data=vllm_spec())
+    reconcile.run(workload.id)
+    placed_on = Replica.objects.get().worker
+    worker_services.worker_delete(worker=placed_on)
+    reconcile.run(workload.id)
+    [replica] = Replica.objects.filter(desired=True)
+    assert replica.worker is not None and replica.worker != placed_on and replica.worker in (cpu_worker, other)

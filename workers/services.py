@@ -115,12 +115,20 @@ def worker_drain(*, worker: Worker) -> None:
 
 
 def worker_delete(*, worker: Worker) -> list[str]:
-    """Delete a worker; its replicas lose their worker and are rescheduled. Returns affected workload ids."""
+    """Delete a worker. Its replicas keep wanting to run but lose their worker, so the reconciler
+    (queued here by task name: workers must not import workloads) places them elsewhere.
+    Returns the affected workload ids."""
+    from celery import current_app
+
     with transaction.atomic():
-        affected = list(Replica.objects.filter(worker=worker).exclude(workload=None).values_list("workload_id", flat=True).distinct())
-        Replica.objects.filter(worker=worker).update(worker=None, state=Replica.State.FAILED, desired=False,
-                                                     message="worker deleted")
-        worker.delete()
+        affected = list(Replica.objects.filter(worker=worker).exclude(workload=None)
+                        .values_list("workload_id", flat=True).distinct())
+        Replica.objects.filter(worker=worker, desired=False).delete()
+        Replica.objects.filter(worker=worker).update(message="its worker was deleted")
+        worker.delete()  # replica.worker → NULL
+        for workload_id in affected:
+            transaction.on_commit(
+                lambda w=workload_id: current_app.send_task("workloads.tasks.reconcile_workload", args=[w]))
     return affected
 
 
