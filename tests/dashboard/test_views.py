@@ -329,11 +329,12 @@ def test_drain_sets_worker_draining(client, tenant, users, worker):
     assert worker.state == Worker.State.DRAINING
 
 
-def test_delete_worker_fails_its_replicas(client, tenant, users, worker, workload):
+def test_delete_worker_orphans_its_replicas_for_rescheduling(client, tenant, users, worker, workload):
     replica = Replica.objects.create(workload=workload, worker=worker, state=Replica.State.READY)
     login_as(client, users, "admin").post(reverse("workers:delete", kwargs={"team": "acme", "pk": worker.pk}))
     replica.refresh_from_db()
-    assert not Worker.objects.filter(pk=worker.pk).exists() and replica.state == Replica.State.FAILED
+    assert not Worker.objects.filter(pk=worker.pk).exists()
+    assert replica.worker is None and replica.desired and replica.message == "its worker was deleted"
 
 
 def test_worker_detail_shows_its_replica_logs(client, tenant, users, worker, workload):

@@ -1,0 +1,33 @@
+"""ASGI entry point: `uvicorn inferencekey_web.asgi:application`.
+
+A tiny router in front of two apps: HTTP requests under `/endpoint/` go to the data-plane gateway
+(raw ASGI, `gateway/app.py`), everything else to Django. Lifespan events (which Django's ASGI
+handler does not accept) start and close the gateway's shared upstream connection pool.
+"""
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inferencekey_web.settings")
+django_application = get_asgi_application()  # sets Django up before the gateway imports models
+
+from gateway.app import PREFIX, GatewayApp  # noqa: E402
+
+gateway_application = GatewayApp()
+
+
+async def application(scope, receive, send):
+    kind = scope["type"]
+    if kind == "http":
+        path = scope["path"]
+        root = scope.get("root_path")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        if path.startswith(PREFIX):
+            await gateway_application(scope, receive, send)
+        else:
+            await django_application(scope, receive, send)
+    elif kind == "lifespan":
+        await gateway_application.lifespan(receive, send)
+    else:
+        await django_application(scope, receive, send)
