@@ -16,7 +16,13 @@ def bearer(request) -> str:
 
 def sdk_token_from(request) -> SdkToken:
     """The active SDK token of the request, or a 401/403 ApiError with the contract's body."""
-    value = bearer(request)
+    return sdk_token_for(request.META.get("HTTP_AUTHORIZATION", ""))
+
+
+def sdk_token_for(authorization: str) -> SdkToken:
+    """The active SDK token named by an `Authorization` header value, or a 401/403 ApiError."""
+    scheme, _, value = authorization.partition(" ")
+    value = value.strip() if scheme.lower() == "bearer" else ""
     if not value:
         raise unauthorized("missing bearer token: send Authorization: Bearer ik_sdk_…")
     kind = credentials.kind_of(value)

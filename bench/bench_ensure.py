@@ -39,6 +39,12 @@ def main() -> None:
                                            "config": {"command": spec["command"]}, "execution_policy": "fixed",
                                            "execution_policy_config": {"replicas": 1}})
     template = Workload.objects.get(project=project, slug="target")
+    # Baseline: the same no-op ensure() in a project holding only that one workload.
+    small = services.project_create(team=team, name="small")
+    small_token = services.sdk_token_create(project=small).value
+    workload_create(project=small, data={"name": "Target", "slug": "target", "model_name": spec["model"], "backend": "vllm",
+                                         "config": {"command": spec["command"]}, "execution_policy": "fixed",
+                                         "execution_policy_config": {"replicas": 1}})
     Workload.objects.bulk_create([
         Workload(project=project, name=f"w{i}", slug=f"w{i}", model_name=template.model_name, backend="vllm",
                  config={"command": f"vllm serve model-{i}"}, execution_policy="fixed",
@@ -51,14 +57,17 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         mgmt = ManagementClient(base_url=base, sdk_token=token, project=project.slug)
+        mgmt_small = ManagementClient(base_url=base, sdk_token=small_token, project=small.slug)
         http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
         ws = WorkloadSpec(**spec)
         for _ in range(20):  # warm up
             mgmt.ensure(ws)
-        samples: dict[str, list[float]] = {"healthz": [], "list (raw HTTP)": [], "ensure() no-op (SDK)": []}
+        samples: dict[str, list[float]] = {name: [] for name in (
+            "healthz", "list (raw HTTP)", "ensure() no-op, 1 workload", "ensure() no-op (SDK)")}
         calls = {
             "healthz": lambda: http.get("/healthz"),
             "list (raw HTTP)": lambda: http.get(f"/api/projects/{project.slug}/workloads"),
+            "ensure() no-op, 1 workload": lambda: mgmt_small.ensure(ws),
             "ensure() no-op (SDK)": lambda: mgmt.ensure(ws),
         }
         for _ in range(args.iterations):
@@ -72,10 +81,10 @@ def main() -> None:
 
         print(f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, "
               f"{Workload.objects.filter(project=project).count()} workloads in the project, {args.iterations} iterations")
-        print(f"{'call':<24}{'p50 ms':>10}{'p95 ms':>10}")
+        print(f"{'call':<30}{'p50 ms':>10}{'p95 ms':>10}")
         for name, values in samples.items():
             p50, p95 = percentiles(values)
-            print(f"{name:<24}{p50:>10.2f}{p95:>10.2f}")
+            print(f"{name:<30}{p50:>10.2f}{p95:>10.2f}")
     finally:
         server.terminate()
         server.wait()

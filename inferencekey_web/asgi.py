@@ -12,6 +12,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inferencekey_web.settings")
 django_application = get_asgi_application()  # sets Django up before the gateway imports models
 
 from gateway.app import PREFIX, GatewayApp  # noqa: E402
+from workloads import asgi_list  # noqa: E402
 
 gateway_application = GatewayApp()
 
@@ -25,6 +26,9 @@ async def application(scope, receive, send):
             path = path[len(root):]
         if path.startswith(PREFIX):
             await gateway_application(scope, receive, send)
+        elif (project := asgi_list.match(scope["method"], path)) is not None:
+            # The SDK's hottest control-plane call, answered without Django's request machinery.
+            await asgi_list.list_workloads(scope, receive, send, project)
         else:
             await django_application(scope, receive, send)
     elif kind == "lifespan":

@@ -132,3 +132,14 @@ def test_unknown_token_is_401(live_server):
     client = ManagementClient(base_url=live_server.url, sdk_token="ik_sdk_00000000_" + "0" * 64, project="demo")
     with pytest.raises(PermissionDenied, match="authentication failed"):
         client.delete("x")
+
+
+@pytest.mark.parametrize("raw", ["Café Bot", "ÜBER-model", "a__b", "--X--", "日本語 bot", "v1.2_beta"])
+def test_server_slugs_match_the_sdks_canonical_form(mgmt, raw):
+    from inferencekey_web.lib.slugs import canonical_slug
+
+    ref = mgmt.ensure(make_spec(slug=raw))
+    assert ref.workload_slug == canonical_slug(raw)
+    assert Workload.objects.filter(slug=canonical_slug(raw)).count() == 1
+    mgmt.ensure(make_spec(slug=raw))  # found again: no duplicate
+    assert Workload.objects.count() == 1
