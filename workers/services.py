@@ -37,6 +37,24 @@ def agent_command(*, server_url: str, join_token: str, name: str = "") -> str:
             f"--join-token {join_token}{name_part} --state-dir ~/.inferencekey-agent")
 
 
+def _int(value, default: int = 0) -> int:
+    """Agents report numbers; a malformed one (`"[N/A]"`, `"abc"`) is read as `default`, not a 500."""
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def _str(value, limit: int) -> str:
+    return str(value or "").replace("\x00", "")[:limit]
+
+
+def _labels(value) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {_str(k, 64): _str(v, 255) for k, v in list(value.items())[:50]}
+
+
 class RegistrationRefused(Exception):
     pass
 
@@ -58,14 +76,14 @@ def worker_register(*, join_token: str, payload: dict) -> tuple[Worker, str]:
             raise RegistrationRefused("this join token has expired; create a new one")
         worker = Worker.objects.create(
             team=token.team,
-            name=token.name or str(payload.get("name") or payload.get("hostname") or "worker")[:120],
-            labels={**(payload.get("labels") or {}), **token.labels},
-            hostname=str(payload.get("hostname") or "")[:255],
-            address=str(payload.get("address") or "127.0.0.1")[:255],
+            name=token.name or _str(payload.get("name") or payload.get("hostname") or "worker", 120),
+            labels={**_labels(payload.get("labels")), **token.labels},
+            hostname=_str(payload.get("hostname"), 255),
+            address=_str(payload.get("address") or "127.0.0.1", 255),
             accepts_cpu=token.accepts_cpu or (bool(payload.get("cpu_only")) and not payload.get("gpus")),
-            cpu_count=int(payload.get("cpu_count") or 0),
-            memory_mb=int(payload.get("memory_mb") or 0),
-            agent_version=str(payload.get("agent_version") or "")[:32],
+            cpu_count=_int(payload.get("cpu_count")),
+            memory_mb=_int(payload.get("memory_mb")),
+            agent_version=_str(payload.get("agent_version"), 32),
             lookup_id=minted.lookup_id,
             secret_hash=minted.secret_hash,
             state=Worker.State.ONLINE,
@@ -74,7 +92,7 @@ def worker_register(*, join_token: str, payload: dict) -> tuple[Worker, str]:
         )
         token.used_at, token.worker = now, worker
         token.save(update_fields=["used_at", "worker"])
-        sync_gpus(worker, payload.get("gpus") or [])
+        sync_gpus(worker, payload.get("gpus"))
     return worker, minted.value
 
 
@@ -88,22 +106,23 @@ def worker_for_credential(value: str) -> Worker | None:
     return worker
 
 
-def sync_gpus(worker: Worker, gpus: list[dict]) -> None:
+def sync_gpus(worker: Worker, gpus) -> None:
     """Upsert the reported GPU inventory by index; GPUs no longer reported are removed."""
+    if not isinstance(gpus, list):
+        return  # malformed report: keep the inventory we have
     seen = []
     for gpu in gpus:
-        try:
-            index = int(gpu["index"])
-        except (KeyError, TypeError, ValueError):
+        if not isinstance(gpu, dict) or _int(gpu.get("index"), -1) < 0:
             continue
+        index = _int(gpu.get("index"))
         seen.append(index)
         Gpu.objects.update_or_create(
             worker=worker, index=index,
             defaults={
-                "uuid": str(gpu.get("uuid") or "")[:64], "name": str(gpu.get("name") or "GPU")[:120],
-                "memory_total_mb": int(gpu.get("memory_total_mb") or 0), "memory_used_mb": int(gpu.get("memory_used_mb") or 0),
-                "utilization_pct": int(gpu.get("utilization_pct") or 0), "driver_version": str(gpu.get("driver_version") or "")[:32],
-                "cuda_version": str(gpu.get("cuda_version") or "")[:16],
+                "uuid": _str(gpu.get("uuid"), 64), "name": _str(gpu.get("name") or "GPU", 120),
+                "memory_total_mb": _int(gpu.get("memory_total_mb")), "memory_used_mb": _int(gpu.get("memory_used_mb")),
+                "utilization_pct": _int(gpu.get("utilization_pct")), "driver_version": _str(gpu.get("driver_version"), 32),
+                "cuda_version": _str(gpu.get("cuda_version"), 16),
             },
         )
     Gpu.objects.filter(worker=worker).exclude(index__in=seen).delete()
@@ -152,13 +171,14 @@ def worker_heartbeat(*, worker: Worker, payload: dict) -> tuple[list[dict], set[
     now = timezone.now()
     changed_workloads: set[str] = set()
     with transaction.atomic():
-        fields = {"last_heartbeat_at": now, "agent_version": str(payload.get("agent_version") or worker.agent_version)[:32]}
+        fields = {"last_heartbeat_at": now, "agent_version": _str(payload.get("agent_version") or worker.agent_version, 32)}
         if worker.state in (Worker.State.OFFLINE, Worker.State.PENDING):
             fields["state"] = Worker.State.ONLINE
         Worker.objects.filter(pk=worker.pk).update(**fields)
         if "gpus" in payload:
-            sync_gpus(worker, payload.get("gpus") or [])
-        reported = {r.get("id"): r for r in payload.get("replicas") or [] if isinstance(r, dict)}
+            sync_gpus(worker, payload.get("gpus"))
+        replicas = payload.get("replicas")
+        reported = {r.get("id"): r for r in (replicas if isinstance(replicas, list) else []) if isinstance(r, dict)}
         rows = {r.id: r for r in Replica.objects.filter(pk__in=list(reported), worker=worker)}
         for replica_id, report in reported.items():
             row = rows.get(replica_id)
@@ -171,8 +191,8 @@ def worker_heartbeat(*, worker: Worker, payload: dict) -> tuple[list[dict], set[
             if not row.desired and state != Replica.State.STOPPED:
                 state = Replica.State.DRAINING
             update = {
-                "state": state, "pid": report.get("pid"), "restarts": int(report.get("restarts") or 0),
-                "message": str(report.get("message") or "")[:500], "log_tail": str(report.get("log_tail") or "")[-8192:],
+                "state": state, "pid": _int(report.get("pid"), None) or None, "restarts": _int(report.get("restarts")),
+                "message": _str(report.get("message"), 500), "log_tail": str(report.get("log_tail") or "").replace("\x00", "")[-8192:],
             }
             if state == Replica.State.READY and row.state != Replica.State.READY:
                 update["ready_at"] = now

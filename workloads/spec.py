@@ -82,14 +82,33 @@ class WorkloadSpec:
         return (self.config or {}).get("vllm_version")
 
 
+def _bad_text(value: str) -> str | None:
+    """Why a string cannot be stored (PostgreSQL refuses NUL; lone surrogates are not UTF-8)."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no lone surrogates)"
+    return None
+
+
 def _find_secrets(value: Any, path: str, out: dict[str, list[str]]) -> None:
+    """Walk every string of the spec: no credentials, nothing the database cannot store."""
     if isinstance(value, str):
+        problem = _bad_text(value)
+        if problem:
+            out.setdefault(path, []).append(problem)
+            return
         tokens = [value] + (value.split() if " " in value else [])
         if any(t.startswith(SECRET_PREFIXES) for t in tokens):
             out.setdefault(path, []).append("secrets must never go in specs (looks like an ik_live_/ik_sdk_ credential)")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _find_secrets(item, f"{path}.{key}" if path else str(key), out)
+            child = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and _bad_text(key):
+                out.setdefault(child, []).append(f"key {_bad_text(key)}")
+            _find_secrets(item, child, out)
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _find_secrets(item, f"{path}[{i}]", out)
