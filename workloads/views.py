@@ -7,6 +7,7 @@ One URL, one view, one template serve the full page and its htmx fragment
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pprint import pformat
 from zoneinfo import available_timezones
 
@@ -21,7 +22,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from accounts.models import Role
 from accounts.permissions import MANAGE_WORKLOADS, team_view
+from accounts.services import data_key_create
 from catalog.offers import gpu_rows, project_pool_cost
 from workers.models import Replica
 
@@ -261,13 +264,15 @@ def workload_live(request, project, slug: str):
 
 
 class TestEndpointForm(forms.Form):
-    api_key = forms.CharField(label="API key (ik_live_…)", widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
-                              help_text="Used for this one request; never stored.")
+    api_key = forms.CharField(label="API key (ik_live_…)", required=False,
+                              widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+                              help_text="Used for this one request; never stored. Leave empty to use a one-off key "
+                                        "scoped to this workload, deleted right after the call (members and up).")
     message = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), initial="Say hello in five words.")
 
     def clean_api_key(self) -> str:
         key = self.cleaned_data["api_key"].strip()
-        if not key.startswith("ik_live_"):
+        if key and not key.startswith("ik_live_"):
             raise forms.ValidationError("Paste an API key starting with ik_live_ (API keys page).")
         return key
 
@@ -301,7 +306,24 @@ def call_gateway(workload: Workload, api_key: str, message: str) -> dict:
 def workload_test(request, project, slug: str):
     workload = _workload(project, slug)
     form = TestEndpointForm(request.POST)
-    result = call_gateway(workload, form.cleaned_data["api_key"], form.cleaned_data["message"]) if form.is_valid() else None
+    result = None
+    if form.is_valid():
+        key, one_off = form.cleaned_data["api_key"], None
+        if not key and not request.membership.can(Role.MEMBER):
+            form.add_error("api_key", "Viewers test with their own key: paste an ik_live_ key.")
+        else:
+            if not key:
+                # A key for this one call: scoped to this workload, short-lived, deleted after use
+                # (so the API keys page does not fill up with one-off rows).
+                one_off = data_key_create(project=project, name=f"dashboard test by {request.user.email}",
+                                          workloads=[workload], created_by=request.user,
+                                          expires_at=timezone.now() + timedelta(minutes=2))
+                key = one_off.value
+            try:
+                result = call_gateway(workload, key, form.cleaned_data["message"])
+            finally:
+                if one_off:
+                    one_off.record.delete()
     ctx = {"project": project, "workload": workload, "test_form": form, "result": result}
     if request.htmx:
         return render(request, "workloads/detail.html#test-endpoint", ctx)

@@ -369,3 +369,28 @@ def test_gpu_catalog_by_price_starts_with_cheapest(client, tenant, users, catalo
     cheapest = min((r for r in gpu_rows() if r.usd_per_hour is not None), key=lambda r: r.usd_per_hour)
     response = login_as(client, users, "viewer").get(reverse("catalog:gpus", kwargs={"team": "acme"}), {"sort": "price"})
     assert cheapest.gpu.display_name.encode() in response.content.split(b"<tbody>")[1].split(b"</tr>")[0]
+
+
+def test_test_endpoint_without_a_key_uses_a_one_off_key_then_deletes_it(client, tenant, users, workload, monkeypatch):
+    from accounts.models import DataKey
+    from accounts.services import lookup
+
+    seen = {}
+
+    def fake_post(url, **kwargs):
+        key = kwargs["headers"]["Authorization"].removeprefix("Bearer ")
+        record = lookup(DataKey, key)  # valid during the call, for this workload only
+        seen.update(valid=record is not None, covers=record.covers(workload.id), all=record.all_workloads)
+        return httpx.Response(200, json={"model": "m", "choices": [{"message": {"content": "Hola!"}}]})
+
+    monkeypatch.setattr(httpx, "post", fake_post)
+    response = login_as(client, users, "member").post(reverse("workloads:test", kwargs=_workload_kwargs(tenant, workload)),
+                                                      {"api_key": "", "message": "hi"})
+    assert b"Hola!" in response.content and seen == {"valid": True, "covers": True, "all": False}
+    assert not DataKey.objects.filter(name__startswith="dashboard test").exists()
+
+
+def test_viewer_must_paste_a_key_to_test(client, tenant, users, workload):
+    response = login_as(client, users, "viewer").post(reverse("workloads:test", kwargs=_workload_kwargs(tenant, workload)),
+                                                      {"api_key": "", "message": "hi"})
+    assert b"paste an ik_live_ key" in response.content
