@@ -5,7 +5,8 @@ about. The rules come from the SDK wire contract (shared/contract/SDK_WIRE.md §
 
 * chat and embeddings responses need a string `model` (filled with the workload slug);
 * rerank results are sorted best-first by `relevance_score` (fallback `score`), `top_n` applied;
-* SSE: JSON frames whose `choices` is missing or empty (usage-only chunks) are dropped;
+* SSE: JSON frames whose `choices` is missing or empty (usage-only chunks) are dropped (the SDK
+  raises on them), unless the client asked for them with `stream_options.include_usage`;
 * errors are `{"error": "<string>", ...}` bodies.
 """
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Prepared:
     body: bytes  # what goes to the engine
     stream: bool
     top_n: int | None  # rerank only
+    include_usage: bool = False  # `stream_options.include_usage`: the client wants the usage-only chunk
 
 
 def prepare_request(route: str, raw: bytes, *, slug: str, model_name: str) -> Prepared:
@@ -103,7 +105,9 @@ def prepare_request(route: str, raw: bytes, *, slug: str, model_name: str) -> Pr
         if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int)):
             raise RequestError(400, "top_n must be an integer", "invalid_request")
     stream = route in ("chat", "completions") and body.get("stream") is True
-    return Prepared(out, stream, top_n)
+    options = body.get("stream_options")
+    include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
+    return Prepared(out, stream, top_n, include_usage)
 
 
 def _swap_model(raw: bytes, model, model_name: str) -> bytes | None:

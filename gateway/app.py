@@ -3,7 +3,8 @@
 Per request: parse the path → authenticate the `ik_live_` key (cached) → resolve the workload and
 its ready replicas (cached route table) → check the route against the task type and `model` →
 pick the least-busy replica → forward over a shared keep-alive pool (`gateway.upstream`) → pass the
-response back (SSE chunk by chunk, never buffered; usage-only frames dropped).
+response back (SSE chunk by chunk, never buffered; usage-only frames dropped unless the client
+asked for them with `stream_options.include_usage`).
 
 A failure before the engine's first byte (connect error, reset, 502/503 with no body sent to the
 client yet) is retried once on another ready replica (the same one if it is the only one).
@@ -14,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 
 from django.conf import settings
 
@@ -79,11 +81,9 @@ async def send_bytes(send, status: int, body: bytes, content_type: bytes = _JSON
 class GatewayApp:
     def __init__(self) -> None:
         ttl = float(_setting("GATEWAY_CACHE_TTL_S", 1.0))
-        max_stale = float(_setting("GATEWAY_CACHE_MAX_STALE_S", 30.0))
         self.max_body = int(_setting("GATEWAY_MAX_BODY_BYTES", 32 * 1024 * 1024))
-        self.keys = LoadingCache(load_key, ttl=ttl, max_stale=max_stale, name="gateway keys")
-        self.routes = LoadingCache(load_route, ttl=ttl, max_stale=max_stale, name="gateway routes",
-                                   serve_stale=lambda route: route is not None and bool(route.targets))
+        self.keys = LoadingCache(load_key, ttl=ttl, name="gateway keys")
+        self.routes = LoadingCache(load_route, ttl=ttl, name="gateway routes")
         self.balancer = Balancer()
         self.pool: UpstreamPool | None = None
         self._pool_loop = None
@@ -233,7 +233,7 @@ class GatewayApp:
             log.exception("gateway: key lookup failed")
             raise GatewayError(503, "gateway could not check the API key", "gateway_unavailable",
                                headers=[(b"retry-after", b"1")]) from exc
-        if key is None:
+        if key is None or (key.expires_at is not None and time.time() >= key.expires_at):
             raise GatewayError(401, "invalid_api_key", detail="unknown, revoked or expired API key")
         return key
 
@@ -360,10 +360,12 @@ class GatewayApp:
         content_type = response.header(b"content-type", _JSON)
         if prepared.stream or route_name == "completions":
             # Streamed through as it arrives: SSE frames are cut at boundaries only to drop usage-only
-            # chunks; anything else is passed byte for byte.
-            sse = adapters.SSEFilter() if content_type.startswith(b"text/event-stream") else None
+            # chunks (which the SDK cannot parse); anything else is passed byte for byte. A client that
+            # asked for `stream_options.include_usage` gets the engine's stream untouched.
+            is_sse = content_type.startswith(b"text/event-stream")
+            sse = adapters.SSEFilter() if is_sse and not prepared.include_usage else None
             headers = [(b"content-type", content_type), replica_header]
-            if sse is not None:
+            if is_sse:
                 headers.append((b"cache-control", b"no-cache"))
             await send({"type": "http.response.start", "status": status, "headers": headers})
             try:

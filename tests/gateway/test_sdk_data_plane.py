@@ -135,6 +135,28 @@ def test_stream_is_passed_through_as_it_arrives(live_gateway, tenant, make_workl
     assert metrics.snapshot()[workload.id] == {"inflight": 0, "requests_total": 1, "errors_total": 0}
 
 
+def _stream_frames(port, key, body):
+    raw = b"".join(d for _, d in _raw_stream(port, "/endpoint/demo/bot/v1/chat/completions", key, body))
+    # the engine's stream is chunked; the gateway re-chunks it: read the JSON `data:` lines
+    return [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: {")]
+
+
+def test_stream_with_include_usage_ends_with_the_usage_chunk(live_gateway, tenant, make_workload, standin):
+    make_workload("bot", ports=[standin])
+    body = {"messages": [{"role": "user", "content": "count me"}], "stream": True,
+            "stream_options": {"include_usage": True}}
+    frames = _stream_frames(live_gateway.port, tenant.api_key, body)
+    assert frames[-1]["choices"] == [] and frames[-1]["usage"]["completion_tokens"] == 3
+    assert "".join(f["choices"][0]["delta"].get("content", "") for f in frames[:-1]) == "echo: count me"
+
+
+def test_stream_without_include_usage_still_drops_usage_only_chunks(live_gateway, tenant, make_workload, fake_engine):
+    make_workload("bot", ports=[fake_engine.port])
+    frames = _stream_frames(live_gateway.port, tenant.api_key, {"messages": [{"role": "user", "content": "hi"}],
+                                                                "stream": True})
+    assert frames and all(f["choices"] for f in frames)
+
+
 def test_client_disconnect_mid_stream_closes_the_engine_connection(live_gateway, tenant, make_workload, fake_engine):
     fake_engine.stream_gap_s = 0.3
     workload = make_workload("bot", ports=[fake_engine.port])
