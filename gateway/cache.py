@@ -1,14 +1,17 @@
-"""A small in-process loading cache: TTL, single-flight loads, stale-while-revalidate.
+"""A small in-process loading cache: TTL, single-flight loads, refresh-ahead.
 
 The gateway's hot path reads keys and route tables from here, so the database sees at most one
 query batch per entry per TTL, however many requests arrive:
 
-* fresh (age < ttl): returned as is;
-* stale (ttl <= age < max_stale) and positive: returned at once, and one background refresh is
-  started (a revoked key or a replica that went away is therefore noticed within ttl plus one
-  load). Negative entries (`None`: unknown key or workload; for routes also "no ready replica")
-  are never served stale, so a new key, workload or replica is used as soon as its entry expires;
-* older, or missing: the caller waits for the load. Concurrent callers share one load.
+* fresh (age < ttl / 2): returned as is;
+* ageing (ttl / 2 <= age < ttl): returned at once, and one background refresh is started, so an
+  entry in steady use is renewed before it expires and callers never wait for the database;
+* expired (age >= ttl), or missing: the caller waits for the load. Concurrent callers share one
+  load. Nothing is ever served past `ttl`, positive or negative: a revoked key or a replica that
+  went away stops being used within `ttl` however idle the entry was (README: "about 1 s").
+
+An entry's age counts from when its load *started*: a row changed while the query ran is not
+trusted for a full extra `ttl`.
 
 One event loop, no locks: every mutation happens between awaits.
 """
@@ -29,15 +32,12 @@ class LoadingCache:
         loader: Callable[..., Awaitable[Any]],
         *,
         ttl: float,
-        max_stale: float,
         max_entries: int = 100_000,
         name: str = "cache",
-        serve_stale: Callable[[Any], bool] | None = None,
     ) -> None:
         self._loader = loader
-        self._serve_stale = serve_stale or (lambda value: value is not None)
         self.ttl = ttl
-        self.max_stale = max(max_stale, ttl)
+        self.refresh_after = ttl / 2
         self.max_entries = max_entries
         self.name = name
         self._entries: dict[Hashable, tuple[Any, float]] = {}
@@ -48,9 +48,9 @@ class LoadingCache:
         if entry is not None:
             value, loaded_at = entry
             age = time.monotonic() - loaded_at
-            if age < self.ttl:
+            if age < self.refresh_after:
                 return value
-            if age < self.max_stale and self._serve_stale(value):
+            if age < self.ttl:
                 if key not in self._pending:
                     self._start(key, args).add_done_callback(self._log_background_failure)
                 return value
@@ -66,18 +66,19 @@ class LoadingCache:
         return future
 
     async def _load(self, key: Hashable, args: tuple) -> Any:
+        started = time.monotonic()
         try:
             value = await self._loader(*args)
             if len(self._entries) >= self.max_entries:
                 self._evict()
-            self._entries[key] = (value, time.monotonic())
+            self._entries[key] = (value, started)
             return value
         finally:
             if self._pending.get(key) is asyncio.current_task():
                 del self._pending[key]
 
     def _evict(self) -> None:
-        cutoff = time.monotonic() - self.max_stale
+        cutoff = time.monotonic() - self.ttl
         for k in [k for k, (_, at) in self._entries.items() if at < cutoff]:
             del self._entries[k]
         if len(self._entries) >= self.max_entries:
@@ -85,7 +86,8 @@ class LoadingCache:
 
     def _log_background_failure(self, future: asyncio.Future) -> None:
         if not future.cancelled() and future.exception() is not None:
-            log.warning("%s: background refresh failed, serving stale: %r", self.name, future.exception())
+            log.warning("%s: background refresh failed (the entry expires at its ttl): %r", self.name,
+                        future.exception())
 
     def invalidate(self, key: Hashable | None = None) -> None:
         if key is None:

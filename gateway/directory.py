@@ -25,6 +25,7 @@ class KeyInfo:
     project_slug: str
     all_workloads: bool
     workload_ids: frozenset[str]
+    expires_at: float | None = None  # epoch seconds: a cached key still stops at its expiry
 
     def covers(self, workload_id: str) -> bool:
         return self.all_workloads or workload_id in self.workload_ids
@@ -70,6 +71,7 @@ def _load_key_sync(token: str) -> KeyInfo | None:
             project_slug=record.project.slug,
             all_workloads=record.all_workloads,
             workload_ids=ids,
+            expires_at=record.expires_at.timestamp() if record.expires_at else None,
         )
     finally:
         close_old_connections()

@@ -176,8 +176,9 @@ WORKER_RESCHEDULE_AFTER_S = env_int("INFERENCEKEY_WORKER_RESCHEDULE_AFTER_S", 12
 HEARTBEAT_INTERVAL_S = env_float("INFERENCEKEY_HEARTBEAT_INTERVAL_S", 3.0)
 
 # Gateway (data plane): route/key cache and upstream limits.
-GATEWAY_CACHE_TTL_S = env_float("GATEWAY_CACHE_TTL_S", 1.0)  # a revoked key stops working within ~1 s
-GATEWAY_CACHE_MAX_STALE_S = env_float("GATEWAY_CACHE_MAX_STALE_S", 30.0)
+# Keys and routes are never served from the cache past this age (refreshed ahead at half of it):
+# a revoked key stops working on the data plane within ~1 s.
+GATEWAY_CACHE_TTL_S = env_float("GATEWAY_CACHE_TTL_S", 1.0)
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 32 * 1024 * 1024)
 GATEWAY_CONNECT_TIMEOUT_S = env_float("GATEWAY_CONNECT_TIMEOUT_S", 5.0)
 GATEWAY_READ_TIMEOUT_S = env_float("GATEWAY_READ_TIMEOUT_S", 600.0)

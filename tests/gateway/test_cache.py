@@ -1,4 +1,4 @@
-"""The gateway's loading cache: single-flight loads, TTL, stale-while-revalidate."""
+"""The gateway's loading cache: single-flight loads, TTL, refresh-ahead, nothing served past the TTL."""
 from __future__ import annotations
 
 import asyncio
@@ -6,7 +6,7 @@ import asyncio
 from gateway.cache import LoadingCache
 
 
-def make(ttl=0.05, max_stale=10.0, **kwargs):
+def make(ttl=0.05, **kwargs):
     calls = []
     values = {"k": "v1"}
 
@@ -15,7 +15,7 @@ def make(ttl=0.05, max_stale=10.0, **kwargs):
         await asyncio.sleep(0.01)
         return values.get(key)
 
-    return LoadingCache(loader, ttl=ttl, max_stale=max_stale, **kwargs), calls, values
+    return LoadingCache(loader, ttl=ttl, **kwargs), calls, values
 
 
 def test_concurrent_misses_share_one_load():
@@ -29,16 +29,28 @@ def test_concurrent_misses_share_one_load():
     asyncio.run(go())
 
 
-def test_stale_positive_is_served_while_one_refresh_runs():
+def test_ageing_entry_is_served_while_one_refresh_runs():
     async def go():
-        cache, calls, values = make()
+        cache, calls, values = make(ttl=0.2)
         await cache.get("k", "k")
         values["k"] = "v2"
-        await asyncio.sleep(0.06)
-        assert await cache.get("k", "k") == "v1"  # stale, refresh started in the background
-        assert await cache.get("k", "k") == "v1"  # still stale, no second refresh
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.12)  # past ttl/2, before ttl
+        assert await cache.get("k", "k") == "v1"  # refresh started in the background
+        assert await cache.get("k", "k") == "v1"  # no second refresh
+        await asyncio.sleep(0.03)
         assert await cache.get("k", "k") == "v2"
+        assert calls == ["k", "k"]
+
+    asyncio.run(go())
+
+
+def test_positive_entry_is_never_served_past_its_ttl():
+    async def go():
+        cache, calls, values = make(ttl=0.05)
+        assert await cache.get("k", "k") == "v1"
+        values["k"] = None  # revoked
+        await asyncio.sleep(0.06)  # idle past the ttl: the next callers wait for the load
+        assert await asyncio.gather(*(cache.get("k", "k") for _ in range(100))) == [None] * 100
         assert calls == ["k", "k"]
 
     asyncio.run(go())
@@ -55,18 +67,12 @@ def test_negative_entries_are_reloaded_as_soon_as_they_expire():
     asyncio.run(go())
 
 
-def test_too_stale_entries_are_waited_for_and_failures_propagate():
+def test_failed_loads_propagate():
     async def go():
-        cache, calls, values = make(ttl=0.01, max_stale=0.02)
-        await cache.get("k", "k")
-        values["k"] = "v2"
-        await asyncio.sleep(0.03)
-        assert await cache.get("k", "k") == "v2"
-
         async def broken(key):
             raise RuntimeError("db down")
 
-        failing = LoadingCache(broken, ttl=1, max_stale=1)
+        failing = LoadingCache(broken, ttl=1)
         try:
             await failing.get("k", "k")
         except RuntimeError as exc:
