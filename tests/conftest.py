@@ -14,6 +14,23 @@ from accounts.models import Membership, Role
 ThreadedWSGIServer.request_queue_size = 128
 
 
+# The API suite runs twice: as is, and with DEBUG on, where every query goes through Django's debug
+# cursor (it formats the SQL with `%` to log it, so a raw `%Y` that works without DEBUG is a 500 with it).
+DEBUG_RERUN_MODULES = {"tests.test_api", "tests.test_asgi_list", "tests.test_sdk_control_plane"}
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.module.__name__ in DEBUG_RERUN_MODULES and "_django_debug" in metafunc.fixturenames:
+        metafunc.parametrize("_django_debug", [False, True], ids=["plain", "DEBUG"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def _django_debug(request, settings):
+    if getattr(request, "param", False):
+        settings.DEBUG = True  # CursorDebugWrapper on every connection, in every thread
+    return settings.DEBUG
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hasher(settings):
     """PBKDF2's deliberate slowness costs ~0.3 s per user; tests make hundreds."""

@@ -69,7 +69,9 @@ def _sqlite_sql() -> str:
     pairs += [f"'{c}', json(w.{c})" for c in _JSON]
     pairs.append("'project_slug', p.slug")
     for c in ("created_at", "updated_at"):
-        pairs.append(f"'{c}', strftime('%Y-%m-%dT%H:%M:%fZ', w.{c})")
+        # `%%`: the SQL goes through `%` formatting (the sqlite backend turns `%%` into `%`; the
+        # DEBUG cursor's last_executed_query runs `sql % params`), so a bare `%Y` is a 500 under DEBUG.
+        pairs.append(f"'{c}', strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', w.{c})")
     inner = (f"SELECT json_object({', '.join(pairs)}) AS o FROM workloads_workload w "
              "JOIN accounts_project p ON p.id = w.project_id WHERE w.project_id = %s ORDER BY w.created_at, w.id")
     return f"SELECT COALESCE(json_group_array(json(o)), '[]') FROM ({inner})"
