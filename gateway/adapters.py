@@ -85,6 +85,9 @@ def prepare_request(route: str, raw: bytes, *, slug: str, model_name: str) -> Pr
     """Validate the client's JSON body, check and rewrite `model`. Raises RequestError (400)."""
     try:
         body = json.loads(raw) if raw else None
+    except RecursionError:
+        raise RequestError(400, "request body is nested too deeply to be JSON this endpoint accepts",
+                           "invalid_json") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"request body is not valid JSON: {exc}", "invalid_json") from None
     if not isinstance(body, dict):
@@ -144,7 +147,7 @@ def shape_response(route: str, raw: bytes, *, slug: str, top_n: int | None) -> b
         return raw
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return raw  # not ours to fix; the SDK will report it
     if not isinstance(body, dict):
         return raw
@@ -176,7 +179,7 @@ def error_body(status: int, raw: bytes) -> bytes:
     message = None
     try:
         body = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         body = None
     if isinstance(body, dict):
         err = body.get("error")
@@ -265,7 +268,7 @@ def _keep(frame: bytes) -> bytes | None:
         return frame
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return frame  # not JSON: the SDK skips it, other clients may want it
     if isinstance(obj, dict):
         choices = obj.get("choices")

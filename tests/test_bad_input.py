@@ -97,3 +97,46 @@ def test_nul_and_surrogates_name_their_field(client, tenant):
         HTTP_AUTHORIZATION=f"Bearer {tenant.sdk_token}",
     )
     assert r.status_code == 400 and {"name", "description"} <= set(r.json()["fields"])
+
+
+def _deep(opening: str, closing: str, depth: int, leaf: str = "1") -> str:
+    return opening * depth + leaf + closing * depth
+
+
+SPEC_HEAD = '{"name":"a","slug":"a","model_name":"m","backend":"vllm","config":'
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (SPEC_HEAD + _deep('{"a":', "}", 100_000) + "}", "non_field_errors"),  # past the parser's recursion
+        (SPEC_HEAD + _deep("[", "]", 100_000, "") + "}", "non_field_errors"),
+        (SPEC_HEAD + _deep('{"a":', "}", 500) + "}", "config"),  # parses, but deeper than any spec
+        (SPEC_HEAD + '{"command":"vllm serve m","\\ud800":1}}', "config.\\ud800"),
+        ('{"name":"a","slug":"a","model_name":"m","backend":"ollama","\\udc00x":1}', "\\udc00x"),
+        ('{"name":"a","slug":"a","model_name":"m","backend":"ollama","execution_policy":"fixed",'
+         '"execution_policy_config":{"a\\u0000":1}}', "execution_policy_config.a\\x00"),
+    ],
+)
+def test_deep_json_and_bad_keys_are_400_naming_the_field(client, tenant, body, field):
+    r = client.post("/api/projects/demo/workloads", data=body, content_type="application/json",
+                    HTTP_AUTHORIZATION=f"Bearer {tenant.sdk_token}")
+    assert r.status_code == 400, r.content[:300]
+    assert field in r.json()["fields"]
+
+
+def test_deep_json_and_bad_keys_in_a_patch_are_400(client, tenant):
+    client.post("/api/projects/demo/workloads", data=json.dumps({"name": "x", "slug": "x", "model_name": "m", "backend": "ollama"}),
+                content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {tenant.sdk_token}")
+    for body in ('{"config":' + _deep("[", "]", 100_000, "") + "}", '{"\\ud800":1}'):
+        r = client.patch("/api/workloads/x", data=body, content_type="application/json",
+                         HTTP_AUTHORIZATION=f"Bearer {tenant.sdk_token}")
+        assert r.status_code == 400, r.content[:300]
+
+
+@pytest.mark.parametrize("labels", [_deep('{"a":', "}", 100_000), '{"\\ud800":"x"}'])
+def test_agent_register_with_deep_json_or_bad_keys_is_400(client, tenant, labels):
+    token = ws.join_token_create(team=tenant.team).value
+    body = '{"join_token":"' + token + '","labels":' + labels + "}"
+    r = client.post("/api/agent/register", data=body, content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"].startswith(("labels", "invalid JSON", "JSON nested"))

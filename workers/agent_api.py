@@ -10,6 +10,8 @@ from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from inferencekey_web.lib import json_input
+
 from . import services
 
 
@@ -17,20 +19,23 @@ def _json(payload, status: int = 200) -> HttpResponse:
     return HttpResponse(json.dumps(payload), status=status, content_type="application/json")
 
 
-def _body(request) -> dict | None:
+def _body(request) -> tuple[dict | None, str]:
+    """The JSON object of the body, or (None, a message naming the problem) for a 400."""
     try:
-        data = json.loads(request.body or b"{}")
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+        data = json_input.loads(request.body or b"{}")
+    except json_input.JsonInputError as exc:
+        return None, str(exc)
+    if not isinstance(data, dict):
+        return None, "body must be a JSON object"
+    return data, ""
 
 
 @csrf_exempt
 @require_POST
 def register(request):
-    data = _body(request)
+    data, problem = _body(request)
     if data is None:
-        return _json({"error": "body must be a JSON object"}, 400)
+        return _json({"error": problem}, 400)
     if not isinstance(data.get("join_token"), str):
         return _json({"error": "join_token: required"}, 400)
     try:
@@ -48,9 +53,9 @@ def heartbeat(request):
     worker = services.worker_for_credential(header.removeprefix("Bearer ").strip())
     if worker is None:
         return _json({"error": "unknown or revoked worker credential"}, 401)
-    data = _body(request)
+    data, problem = _body(request)
     if data is None:
-        return _json({"error": "body must be a JSON object"}, 400)
+        return _json({"error": problem}, 400)
     desired, changed = services.worker_heartbeat(worker=worker, payload=data)
     for workload_id in changed:
         # By task name: workers must not import workloads (imports point one way).

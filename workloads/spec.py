@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferencekey_web.lib.json_input import safe_key
 from inferencekey_web.lib.slugs import MAX_SLUG_LENGTH, canonical_slug
+from workers import engines
 
 from . import policies
 
@@ -24,7 +26,8 @@ TASK_TYPES = (
     "text2text", "embedding", "text2image", "text2video", "text2audio", "image2image", "image2video",
     "audio2text", "omni", "reranker", "classification", "reward", "forecast",
 )
-SECRET_PREFIXES = ("ik_live_", "ik_sdk_")
+# Credentials (ik_live_, ik_sdk_, worker and join tokens) anywhere in a string, not only at a token's start: `HF_TOKEN=ik_live_…`, `--api-key=ik_sdk_…`.
+_SECRET = re.compile(r"(?<![A-Za-z0-9])ik_(?:live|sdk|wrk|join)_")
 WIRE_FIELDS = (
     "name", "slug", "description", "model_name", "backend", "task_type", "config",
     "execution_policy", "execution_policy_config", "worker_id", "gpu_resource_id",
@@ -100,12 +103,12 @@ def _find_secrets(value: Any, path: str, out: dict[str, list[str]]) -> None:
         if problem:
             out.setdefault(path, []).append(problem)
             return
-        tokens = [value] + (value.split() if " " in value else [])
-        if any(t.startswith(SECRET_PREFIXES) for t in tokens):
+        if _SECRET.search(value):
             out.setdefault(path, []).append("secrets must never go in specs (looks like an ik_live_/ik_sdk_ credential)")
     elif isinstance(value, dict):
         for key, item in value.items():
-            child = f"{path}.{key}" if path else str(key)
+            name = safe_key(key) if isinstance(key, str) else str(key)  # error paths must be encodable
+            child = f"{path}.{name}" if path else name
             if isinstance(key, str) and _bad_text(key):
                 out.setdefault(child, []).append(f"key {_bad_text(key)}")
             _find_secrets(item, child, out)
@@ -133,7 +136,7 @@ def validate(data: Any, ctx: SpecContext | None = None) -> WorkloadSpec:
         elif key == "project":
             add("project", "the project goes in the URL, not in the body")
         else:
-            add(key, "unknown field")
+            add(safe_key(key) if isinstance(key, str) else str(key), "unknown field")
 
     def text(key: str, *, required: bool, max_length: int) -> str | None:
         value = data.get(key)
@@ -251,6 +254,12 @@ def _validate_config(config: Any, backend: str | None, add) -> None:
             shlex.split(command)
         except ValueError as exc:
             add("config.command", f"cannot be parsed as a shell command line: {exc}")
+        else:
+            # What runs is the recipe's program; the command gives its arguments (workers/engines.py).
+            version = config.get("vllm_version") if isinstance(config.get("vllm_version"), str) else None
+            problem = engines.check_command(backend, command, vllm_version=version) if backend in COMMAND_BACKENDS else None
+            if problem:
+                add("config.command", problem)
     if "vllm_version" in config:
         version = config["vllm_version"]
         if backend is not None and backend not in VLLM_BACKENDS:
