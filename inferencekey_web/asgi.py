@@ -12,9 +12,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inferencekey_web.settings")
 django_application = get_asgi_application()  # sets Django up before the gateway imports models
 
 from gateway.app import PREFIX, GatewayApp  # noqa: E402
+from inferencekey_web.lib.security import SecureASGI  # noqa: E402
 from workloads import asgi_list  # noqa: E402
 
 gateway_application = GatewayApp()
+# The raw ASGI routes skip Django's middleware: give them the same HTTPS redirect and headers.
+_secured_gateway = SecureASGI(gateway_application)
+_secured_list = SecureASGI(asgi_list.list_workloads)
 
 
 async def application(scope, receive, send):
@@ -25,10 +29,10 @@ async def application(scope, receive, send):
         if root and path.startswith(root):
             path = path[len(root):]
         if path.startswith(PREFIX):
-            await gateway_application(scope, receive, send)
+            await _secured_gateway(scope, receive, send)
         elif (project := asgi_list.match(scope["method"], path)) is not None:
             # The SDK's hottest control-plane call, answered without Django's request machinery.
-            await asgi_list.list_workloads(scope, receive, send, project)
+            await _secured_list(scope, receive, send, project)
         else:
             await django_application(scope, receive, send)
     elif kind == "lifespan":
