@@ -3,6 +3,9 @@
 A recipe returns the `launch` dict stored on the replica and sent to the agent verbatim:
 `{backend, argv, env, health_path, api_base, warmup, vllm_version}`. `argv[0]` is resolved on the
 worker's PATH by the agent (and swapped for a pinned vLLM installation when `vllm_version` is set).
+
+What runs is the backend's own program (`workers/agent/programs.py`, the table the agent enforces
+too); a user's `command` supplies only its arguments and `KEY=VALUE` variables, never a shell.
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import json
 import re
 import shlex
 from dataclasses import dataclass
+
+from .agent import programs
 
 _ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
@@ -38,6 +43,7 @@ def split_command(command: str) -> tuple[dict[str, str], list[str]]:
     for line in (ln.strip() for ln in text.splitlines()):
         if not line or line.startswith("#"):
             continue
+        _refuse_shell_syntax(line)
         tokens = shlex.split(line)
         if tokens and tokens[0] == "export":
             tokens = tokens[1:]
@@ -56,6 +62,44 @@ def split_command(command: str) -> tuple[dict[str, str], list[str]]:
     if not argv:
         raise RecipeError("the command has no program to run")
     return env, argv
+
+
+def _refuse_shell_syntax(line: str) -> None:
+    """The command is run without a shell: `;`, `&&`, `|`, redirections and `$(…)` would not do
+    what they say, so they are refused rather than passed on as arguments."""
+    lexer = shlex.shlex(line, posix=False, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        operators = [t for t in lexer if t and all(c in lexer.punctuation_chars for c in t)]
+    except ValueError:
+        return  # unbalanced quotes: shlex.split reports it with its own message
+    if operators:
+        raise RecipeError(
+            f"shell syntax ({operators[0]!r}) is not supported: the command is one program and its arguments, "
+            "run without a shell"
+        )
+
+
+def check_command(backend: str, command: str, *, vllm_version: str | None = None) -> str | None:
+    """Why `command` cannot be this backend's launch command, or None. The one rule the validator
+    (`workloads/spec.py`, so the API, the form and the reconciler) and `render()` apply."""
+    try:
+        env, argv = split_command(command)
+    except RecipeError as exc:
+        return str(exc)
+    except ValueError as exc:
+        return f"cannot be parsed as a command line: {exc}"
+    prefix = programs.matching_prefix(backend, argv)
+    if prefix is None:
+        return (f"the {backend} backend runs {programs.expected(backend)}; the command supplies its arguments "
+                f"(got {argv[0]!r})")
+    if vllm_version and prefix != ("vllm",):
+        return "a pinned vllm_version needs the command to start with `vllm`"
+    for key in env:
+        refusal = programs.env_refusal(key)
+        if refusal:
+            return refusal
+    return None
 
 
 def strip_flags(argv: list[str], flags: tuple[str, ...]) -> list[str]:
@@ -77,6 +121,9 @@ def strip_flags(argv: list[str], flags: tuple[str, ...]) -> list[str]:
 def _command_recipe(spec: EngineInput, host: str, port: int, health_path: str) -> dict:
     if not spec.command:
         raise RecipeError(f"the {spec.backend} backend needs config.command")
+    problem = check_command(spec.backend, spec.command, vllm_version=spec.vllm_version)
+    if problem:
+        raise RecipeError(f"config.command: {problem}")
     env, argv = split_command(spec.command)
     argv = strip_flags(argv, ("--host", "--port")) + ["--host", host, "--port", str(port)]
     return {"argv": argv, "env": env, "health_path": health_path, "api_base": "/v1", "warmup": []}
