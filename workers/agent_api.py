@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 
-from celery import current_app
 from django.conf import settings
-from django.db import transaction
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from inferencekey_web.lib import json_input
+from inferencekey_web.lib import json_input, tasks
 
 from . import services
 
@@ -59,6 +57,7 @@ def heartbeat(request):
     desired, changed = services.worker_heartbeat(worker=worker, payload=data)
     for workload_id in changed:
         # By task name: workers must not import workloads (imports point one way).
-        transaction.on_commit(lambda w=workload_id: current_app.send_task("workloads.tasks.reconcile_workload", args=[w]))
+        # A broker that is down must not fail the heartbeat: the sweep re-queues lagging workloads.
+        tasks.send_on_commit("workloads.tasks.reconcile_workload", [workload_id])
     worker.refresh_from_db(fields=["state"])
     return _json({"heartbeat_interval_s": settings.HEARTBEAT_INTERVAL_S, "state": worker.state, "replicas": desired})

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from inferencekey_web.lib import credentials
+from inferencekey_web.lib import credentials, tasks
 
 from .models import Gpu, JoinToken, Replica, Worker
 
@@ -137,8 +137,6 @@ def worker_delete(*, worker: Worker) -> list[str]:
     """Delete a worker. Its replicas keep wanting to run but lose their worker, so the reconciler
     (queued here by task name: workers must not import workloads) places them elsewhere.
     Returns the affected workload ids."""
-    from celery import current_app
-
     with transaction.atomic():
         affected = list(Replica.objects.filter(worker=worker).exclude(workload=None)
                         .values_list("workload_id", flat=True).distinct())
@@ -146,8 +144,7 @@ def worker_delete(*, worker: Worker) -> list[str]:
         Replica.objects.filter(worker=worker).update(message="its worker was deleted")
         worker.delete()  # replica.worker → NULL
         for workload_id in affected:
-            transaction.on_commit(
-                lambda w=workload_id: current_app.send_task("workloads.tasks.reconcile_workload", args=[w]))
+            tasks.send_on_commit("workloads.tasks.reconcile_workload", [workload_id])
     return affected
 
 

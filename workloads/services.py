@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from accounts.models import Project
 from catalog.selectors import close_matches, gpu_names
+from inferencekey_web.lib import tasks
 from workers.models import Gpu, Worker
 
 from . import spec as specs
@@ -45,10 +46,15 @@ def wire_of(workload: Workload) -> dict:
     return {name: getattr(workload, name) for name in specs.WIRE_FIELDS}
 
 
-def _queue_reconcile(workload_id: str) -> None:
-    from .tasks import reconcile_workload
+def _queue_reconcile(workload: Workload) -> None:
+    """Queue the reconcile after commit. A broker that is down does not fail the write: the
+    workload's message says reconciliation is delayed and the beat sweep catches up."""
 
-    transaction.on_commit(lambda: reconcile_workload.delay(workload_id))
+    def delayed(exc: Exception) -> None:
+        workload.message = tasks.RECONCILE_DELAYED
+        Workload.objects.filter(pk=workload.pk, observed_generation__lt=F("generation")).update(message=workload.message)
+
+    tasks.send_on_commit("workloads.tasks.reconcile_workload", [workload.id], on_failure=delayed)
 
 
 def workload_create(*, project: Project, data: dict) -> Workload:
@@ -58,7 +64,7 @@ def workload_create(*, project: Project, data: dict) -> Workload:
             workload = Workload.objects.create(project=project, policy=spec.policy, **spec.wire())
             ReadinessEvent.objects.create(workload=workload, generation=1, phase=Phase.SCHEDULING,
                                           step="accepted", message="Workload accepted; waiting for the reconciler")
-            _queue_reconcile(workload.id)
+            _queue_reconcile(workload)
     except IntegrityError:
         # The unique (project, slug) constraint decides concurrent creates, not luck.
         raise SlugTaken(spec.slug) from None
@@ -79,7 +85,7 @@ def workload_update(*, workload: Workload, patch: dict) -> Workload:
             )
             if not changed:
                 raise Conflict("the workload changed concurrently; retry")
-            _queue_reconcile(workload.id)
+            _queue_reconcile(workload)
     except IntegrityError:
         raise SlugTaken(spec.slug) from None
     workload.refresh_from_db()
