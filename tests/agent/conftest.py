@@ -99,6 +99,7 @@ def _no_orphans(monkeypatch):
     """Put the stand-in ``vllm`` on PATH, mark child processes, and fail on leftovers."""
     token = uuid.uuid4().hex
     monkeypatch.setenv(MARK, token)
+    monkeypatch.setenv("IK_ENGINE_ENV", MARK)  # engines get a minimal environment: pass the mark on
     monkeypatch.setenv("PATH", f"{STANDIN_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.delenv("IK_FAKE_NVIDIA_SMI", raising=False)
     for var in ("STANDIN_DELAY_MS", "STANDIN_BOOT_S", "STANDIN_LOG_REQUESTS", "STANDIN_IGNORE_SIGTERM"):
@@ -127,7 +128,9 @@ def make_supervisor(tmp_path):
     created = []
 
     def factory(state_dir=None, **kwargs):
-        opts = {"stop_timeout": 2.0, "start_timeout": 20.0, "probe_interval": 0.1, "probe_timeout": 1.0}
+        # drain_timeout 0: a removed engine stops at once (the drain tests ask for a drain explicitly)
+        opts = {"stop_timeout": 2.0, "start_timeout": 20.0, "probe_interval": 0.1, "probe_timeout": 1.0,
+                "drain_timeout": 0.0}
         opts.update(kwargs)
         sup = Supervisor(state_dir or tmp_path / "state", **opts)
         created.append(sup)

@@ -147,11 +147,14 @@ def test_vllm_version_found_in_versions_dir(make_supervisor, tmp_path, monkeypat
         assert b"server.py" in fh.read()
 
 
-def test_command_not_on_path_fails_naming_it(make_supervisor):
+def test_command_not_on_path_fails_naming_it(make_supervisor, monkeypatch):
+    monkeypatch.setenv(
+        "PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != str(STANDIN_BIN))
+    )
     sup = make_supervisor()
-    sup.converge([make_spec("rep_x", free_port(), argv0="ik-no-such-engine")])
+    sup.converge([make_spec("rep_x", free_port())])
     snap = wait_state(sup, "rep_x", "failed")
-    assert "ik-no-such-engine" in snap["message"] and "not found" in snap["message"]
+    assert "'vllm'" in snap["message"] and "not found" in snap["message"]
     assert snap["pid"] is None
     assert not (sup.state_dir / "replicas.json").exists() or state_file(sup) == {}
 

@@ -8,7 +8,10 @@ Standard library only (asyncio + a hand-rolled HTTP/1.1 parser with keep-alive).
 Environment: ``STANDIN_DELAY_MS`` (latency added to every model endpoint request),
 ``STANDIN_BOOT_S`` (seconds before /health returns 200; 503 until then),
 ``STANDIN_LOG_REQUESTS=1`` (print ``standin: METHOD PATH`` per request to stdout),
-``STANDIN_IGNORE_SIGTERM=1`` (ignore SIGTERM, to exercise SIGKILL escalation).
+``STANDIN_IGNORE_SIGTERM=1`` (ignore SIGTERM, to exercise SIGKILL escalation),
+``STANDIN_REPORT=1`` (print one ``standin-report: {json}`` line at start: the engine's environment,
+uid, working directory, and for each path of ``STANDIN_REPORT_READ`` (``:``-separated) whether it
+could be read: what a hostile engine would see, for the containment tests).
 
 Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions,
 POST /v1/embeddings, POST /v1/rerank (also /rerank, /v2/rerank). Deterministic outputs:
@@ -548,8 +551,22 @@ async def amain(cfg: dict) -> None:
     print("standin engine: shutting down", flush=True)
 
 
+def report() -> None:
+    reads = {}
+    for path in filter(None, os.environ.get("STANDIN_REPORT_READ", "").split(":")):
+        try:
+            with open(path, "rb") as fh:
+                reads[path] = f"read {len(fh.read())} bytes"
+        except OSError as exc:
+            reads[path] = f"error: {exc.strerror}"
+    payload = {"environ": dict(os.environ), "uid": os.getuid(), "cwd": os.getcwd(), "reads": reads}
+    print("standin-report: " + json.dumps(payload, sort_keys=True), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("STANDIN_REPORT") == "1":
+        report()
     try:
         asyncio.run(amain(cfg))
     except KeyboardInterrupt:

@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between SIGTERM and SIGKILL (default 10)",
     )
     p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=_env_float("IK_DRAIN_TIMEOUT", 60.0),
+        help="seconds a removed serving engine may take to finish its in-flight requests before it is "
+        "stopped (default 60; 0 stops at once)",
+    )
+    p.add_argument(
         "--start-timeout",
         type=float,
         default=_env_float("IK_START_TIMEOUT", 600.0),
@@ -69,6 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--vllm-versions-dir",
         default=os.environ.get("IK_VLLM_VERSIONS_DIR"),
         help="<dir>/<version>/bin/vllm lookup for pinned vLLM versions (env IK_VLLM_VERSIONS_DIR)",
+    )
+    p.add_argument(
+        "--engine-user",
+        default=os.environ.get("IK_ENGINE_USER"),
+        help="when the agent runs as root: the unprivileged OS user engines run as (env IK_ENGINE_USER)",
+    )
+    p.add_argument(
+        "--engine-env",
+        action="append",
+        default=[n for n in os.environ.get("IK_ENGINE_ENV", "").split(",") if n.strip()],
+        metavar="NAME",
+        help="a variable of the agent's environment to pass on to engines, e.g. HF_HOME (repeatable; env "
+        "IK_ENGINE_ENV, comma-separated). Engines otherwise get only PATH, locale, TZ, CUDA/NVIDIA and proxies",
     )
     p.add_argument(
         "--stop-engines-on-exit",
@@ -111,8 +131,16 @@ def parse_config(argv: list[str] | None) -> AgentConfig:
         if not sep or not key.strip():
             parser.error(f"--label expects K=V, got {item!r}")
         labels[key.strip()] = value.strip()
-    if args.stop_timeout < 0 or args.start_timeout <= 0:
-        parser.error("--stop-timeout must be >= 0 and --start-timeout > 0")
+    if args.stop_timeout < 0 or args.start_timeout <= 0 or args.drain_timeout < 0:
+        parser.error("--stop-timeout and --drain-timeout must be >= 0 and --start-timeout > 0")
+    if args.engine_user:
+        import pwd
+
+        try:
+            if pwd.getpwnam(args.engine_user).pw_uid == 0:
+                parser.error("--engine-user must be an unprivileged user, not root")
+        except KeyError:
+            parser.error(f"--engine-user {args.engine_user!r}: no such user on this host")
     _setup_logging(args.log_level)
     return AgentConfig(
         server=args.server,
@@ -123,10 +151,13 @@ def parse_config(argv: list[str] | None) -> AgentConfig:
         cpu_only=args.cpu_only,
         labels=labels,
         stop_timeout=args.stop_timeout,
+        drain_timeout=args.drain_timeout,
         start_timeout=args.start_timeout,
         vllm_versions_dir=args.vllm_versions_dir,
         stop_engines_on_exit=args.stop_engines_on_exit,
         once=args.once,
+        engine_user=args.engine_user or "",
+        engine_env=tuple(n.strip() for n in args.engine_env if n.strip()),
     )
 
 

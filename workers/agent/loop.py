@@ -14,7 +14,7 @@ from . import AGENT_VERSION
 from .client import ControlPlaneClient, ControlPlaneError, Rejected, Unauthorized
 from .gpus import GpuDetector
 from .state import load_credentials, revoke_credentials, save_credentials
-from .supervisor import STARTING, STOPPING, Supervisor
+from .supervisor import DRAINING, STARTING, STOPPING, Supervisor
 
 log = logging.getLogger("inferencekey.agent")
 
@@ -37,10 +37,13 @@ class AgentConfig:
     cpu_only: bool = False
     labels: dict = field(default_factory=dict)
     stop_timeout: float = 10.0
+    drain_timeout: float = 60.0
     start_timeout: float = 600.0
     vllm_versions_dir: str | None = None
     stop_engines_on_exit: bool = False
     once: bool = False
+    engine_user: str | None = None  # None: IK_ENGINE_USER, else engines run as the agent's user
+    engine_env: tuple[str, ...] | None = None  # extra variables passed on to engines (None: IK_ENGINE_ENV)
 
 
 def memory_mb() -> int | None:
@@ -114,6 +117,15 @@ class Agent:
         if interval != interval:  # NaN
             return
         self.interval = max(self.min_interval, min(interval, MAX_INTERVAL))
+
+    def _set_drain_grace(self, value) -> None:
+        """The control plane says how long gateways may still route to a removed replica."""
+        try:
+            grace = float(value)
+        except (TypeError, ValueError):
+            return
+        if grace == grace and self.supervisor is not None:  # not NaN
+            self.supervisor.drain_grace = max(0.0, min(grace, 60.0))
 
     # ------------------------------------------------------------------ register
 
@@ -198,6 +210,7 @@ class Agent:
             log.info("heartbeat ok again after %d failure(s)", self._failures)
             self._failures = 0
         self._set_interval(data.get("heartbeat_interval_s", self.interval))
+        self._set_drain_grace(data.get("drain_grace_s"))
         state = data.get("state")
         if state != self._remote_state:
             log.info("control plane says this worker is %s", state)
@@ -212,7 +225,7 @@ class Agent:
         """--once: wait until no replica is starting/stopping any more (bounded)."""
         deadline = time.monotonic() + self.config.start_timeout + self.config.stop_timeout + 5
         while not self.stopping and time.monotonic() < deadline:
-            busy = [r for r in self.supervisor.report() if r["state"] in (STARTING, STOPPING)]
+            busy = [r for r in self.supervisor.report() if r["state"] in (STARTING, STOPPING, DRAINING)]
             if not busy:
                 return
             self._stop.wait(0.2)
@@ -241,9 +254,12 @@ class Agent:
                 self.supervisor = Supervisor(
                     self.state_dir,
                     stop_timeout=self.config.stop_timeout,
+                    drain_timeout=self.config.drain_timeout,
                     start_timeout=self.config.start_timeout,
                     vllm_versions_dir=self.config.vllm_versions_dir,
                     gpu_host=bool(gpus),
+                    engine_user=self.config.engine_user,
+                    engine_env=self.config.engine_env,
                 )
             return self._loop()
         finally:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from . import logs
+from . import logs, ports
 from .state import (
     group_members,
     pid_alive,
@@ -41,6 +41,7 @@ BACKOFF = "backoff"
 FAILED = "failed"
 STOPPING = "stopping"
 STOPPED = "stopped"
+DRAINING = "draining"  # removed while serving: no longer routed to, finishing in-flight requests
 
 _RUNNING = object()  # _poll_exit() sentinel: the process is still running
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -63,6 +64,7 @@ def _describe_exit(code: int | None) -> str:
 
 
 STARTING_PROBE_S = 0.1
+DRAIN_POLL_S = 0.2
 
 
 class ReplicaRunner:
@@ -95,6 +97,8 @@ class ReplicaRunner:
         self._adopted = False
         self._term_deadline: float | None = None
         self._kill_timer: threading.Timer | None = None
+        self._drain_started: float | None = None  # monotonic time a drain began (see request_remove)
+        self._probe_dropped_at: float | None = None
 
         # reported state and restart policy
         self.state = STARTING
@@ -136,6 +140,11 @@ class ReplicaRunner:
             old_hash = self._spec.get("spec_hash") if self._spec else None
             self._spec = spec
             self._removing = False
+            if self._drain_started is not None:  # wanted again before the drain ended: keep serving
+                self._drain_started = None
+                if self.state == DRAINING:
+                    self.state = READY
+                    self.message = "health check passed (drain cancelled: the replica is wanted again)"
             new_hash = spec.get("spec_hash")
             if self._pid is not None and self._running_hash != new_hash:
                 log.info("replica %s: spec_hash %s -> %s, restarting", self.id, self._running_hash, new_hash)
@@ -147,13 +156,23 @@ class ReplicaRunner:
         self._wake.set()
         return True
 
-    def request_remove(self, reason: str = "removed from the desired list") -> None:
+    def request_remove(self, reason: str = "removed from the desired list", drain: bool = True) -> None:
+        """Stop the engine and finish. A serving engine is drained first (``drain``): it keeps running
+        for ``sup.drain_grace`` seconds (the gateways drop it from their route tables meanwhile), then
+        until no client connection is open, at most ``sup.drain_timeout`` seconds, then it is stopped."""
         with self._lock:
-            if self._done or self._removing:
+            if self._done or (self._removing and (drain or self._drain_started is None)):
                 return
             self._removing = True
             self._remove_reason = reason
-            if self._pid is not None:
+            if self._pid is None or self._term_deadline is not None:
+                pass
+            elif drain and self.state in (READY, UNHEALTHY) and self.sup.drain_timeout > 0:
+                self._drain_started = time.monotonic()
+                self.state = DRAINING
+                self.message = f"draining ({reason}): finishing in-flight requests"
+            else:
+                self._drain_started = None
                 self._begin_stop_locked()
         self._wake.set()
 
@@ -208,6 +227,9 @@ class ReplicaRunner:
             self._http.close()
             with self._lock:
                 self._done = True
+                detached = self._detach
+            if not detached:
+                self.sup.release_port(self.id)
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
@@ -221,9 +243,18 @@ class ReplicaRunner:
                 has_proc = self._pid is not None
                 stop_pending = self._term_deadline is not None
                 hash_changed = has_proc and spec is not None and spec.get("spec_hash") != self._running_hash
+                draining = removing and self._drain_started is not None and not stop_pending
             if detach:
                 log.info("replica %s: detached (engine pid %s left running)", self.id, self._pid)
                 return
+            if has_proc and draining:
+                code = self._poll_exit()
+                if code is not _RUNNING:
+                    self._clear_process(code)
+                    continue
+                if not self._drain_finished():
+                    self._sleep(DRAIN_POLL_S)
+                    continue
             if has_proc:
                 if removing or stop_pending or hash_changed:
                     reason = self._remove_reason if removing else "spec changed"
@@ -263,12 +294,32 @@ class ReplicaRunner:
                 continue
             self._launch(spec)
 
+    def _drain_finished(self) -> bool:
+        """Drain (request_remove): past the grace period and no client connection left, or timed out."""
+        with self._lock:
+            started, port = self._drain_started, self._port
+        if started is None:
+            return True
+        if self._probe_dropped_at != started and self._http is not None:
+            # Our own probe connection must not count as a client: drop it (no probes while draining).
+            self._http.close()
+            self._http = httpx.Client(trust_env=False)
+            self._probe_dropped_at = started
+        elapsed = time.monotonic() - started
+        if elapsed < self.sup.drain_grace:
+            return False
+        if elapsed >= self.sup.drain_timeout:
+            log.info("replica %s: drain timeout (%gs) reached; stopping", self.id, self.sup.drain_timeout)
+            return True
+        open_connections = ports.established_connections(port) if port else None
+        return not open_connections
+
     # ------------------------------------------------------------------ launching
 
     def _launch(self, spec: dict) -> None:
         try:
+            spec, port, moved_from = self._with_free_port(spec)
             argv = self.sup.resolve_argv(spec)
-            port = int(spec.get("port"))
             env = self.sup.build_env(spec)
         except (LaunchError, TypeError, ValueError) as exc:
             msg = str(exc) if isinstance(exc, LaunchError) else f"invalid spec: {exc}"
@@ -291,8 +342,10 @@ class ReplicaRunner:
                     stdout=fh,
                     stderr=subprocess.STDOUT,
                     env=env,
+                    cwd=env["HOME"],
                     start_new_session=True,
                     close_fds=True,
+                    **self.sup.popen_identity(),
                 )
             except OSError as exc:
                 msg = f"cannot start {argv[0]}: {exc.strerror or exc}"
@@ -304,6 +357,14 @@ class ReplicaRunner:
             if self._relaunch:
                 self.restarts += 1
                 self._relaunch = False
+            if moved_from is not None:
+                note = f"port {moved_from} is in use on this host; the engine listens on {port} instead"
+                log.info("replica %s: %s", self.id, note)
+                fh_note = logs.open_for_engine(self.log_path)
+                try:
+                    fh_note.write(f"[agent {time.strftime('%Y-%m-%dT%H:%M:%S')}] {note}\n".encode())
+                finally:
+                    fh_note.close()
             self._proc = proc
             self._pid = proc.pid
             self._pgid = proc.pid  # start_new_session: the engine leads its own session and group
@@ -327,6 +388,19 @@ class ReplicaRunner:
                 },
             )
         log.info("replica %s: started pid %s: %s", self.id, proc.pid, " ".join(argv))
+
+    def _with_free_port(self, spec: dict) -> tuple[dict, int, int | None]:
+        """The spec with a port that is free on this host for real (PROTOCOL.md §3): the control
+        plane's choice (or the port this replica used last), else the next free one, substituted
+        into argv and env. Returns (spec, port, the control plane's port if it was moved, else None)."""
+        wanted = int(spec.get("port"))
+        port = self.sup.claim_port(self.id, [self._port, wanted])
+        if port is None:
+            raise LaunchError("no free port on this host for the engine")
+        if port == wanted:
+            return spec, port, None
+        argv, env = ports.substitute_port(list(spec.get("argv") or []), dict(spec.get("env") or {}), wanted, port)
+        return {**spec, "argv": argv, "env": env}, port, (wanted if port != self._port else None)
 
     def _schedule_retry(self, reason: str, state: str) -> None:
         """Record a failure and when to try again (1 s, 2 s, 4 s … capped). Caller holds the lock."""
@@ -380,6 +454,14 @@ class ReplicaRunner:
                     else:
                         self.message = f"starting (pid {self._pid}); health check: {detail}"
             return
+        if not self._owns_port():
+            msg = f"port {self._port} answers, but not from this engine: another process holds it"
+            log.warning("replica %s: %s", self.id, msg)
+            logs.write_marker(self.log_path, msg)
+            self._terminate("its port is taken by another process")
+            with self._lock:
+                self._schedule_retry(msg, BACKOFF)
+            return
         if not self._adopted:
             error = self._run_warmup()
             if error is None:  # aborted: a stop was requested meanwhile
@@ -400,6 +482,15 @@ class ReplicaRunner:
             self._probe_failures = 0
         log.info("replica %s: ready (pid %s, port %s)", self.id, self._pid, self._port)
         logs.write_marker(self.log_path, "ready: health check passed")
+
+    def _owns_port(self) -> bool:
+        """Whether every socket listening on our port belongs to this engine's session, so the
+        health check that just passed was answered by this engine (True when /proc cannot tell)."""
+        with self._lock:
+            pgid, port = self._pgid, self._port
+        if pgid is None or port is None:
+            return False
+        return ports.listener_owned_by(pgid, port) is not False
 
     def _run_warmup(self) -> str | None:
         """Run the spec's warmup requests in order. '' on success, an error message, or None if aborted."""
@@ -553,6 +644,7 @@ class ReplicaRunner:
             self._start_time = None
             self._running_hash = None
             self._term_deadline = None
+            self._drain_started = None
             self._adopted = False
             self.exit_code = code
             self.sup._record(self.id, None)

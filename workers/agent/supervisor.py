@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+from . import ports, programs
 from .runner import (  # noqa: F401  (state names re-exported for the loop and tests)
     _VERSION_RE,
     BACKOFF,
+    DRAINING,
     FAILED,
     READY,
     STARTING,
@@ -31,6 +35,34 @@ from .runner import (  # noqa: F401  (state names re-exported for the loop and t
 from .state import REPLICAS_FILE, atomic_write_json, kill_group_leftovers, pid_alive, read_json
 
 log = logging.getLogger("inferencekey.agent.supervisor")
+
+# What an engine inherits from the agent's environment: locale, time zone, where programs and the
+# GPU stack live, proxies for model downloads. Nothing else (the agent's own secrets, the control
+# plane's SECRET_KEY / DATABASE_URL / broker URL under `manage.py up`) ever reaches an engine.
+ENGINE_ENV_PASSTHROUGH = frozenset({
+    "PATH", "LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    "http_proxy", "https_proxy", "no_proxy",
+})
+ENGINE_ENV_PASSTHROUGH_PREFIXES = ("LC_", "CUDA_", "NVIDIA_")
+
+
+def _engine_identity(name: str | None) -> pwd.struct_passwd | None:
+    """The OS user engines run as: only when the agent is root and an unprivileged user is named."""
+    if not name:
+        if os.geteuid() == 0:
+            log.warning("the agent runs as root and no --engine-user is set: engines run as root")
+        return None
+    try:
+        user = pwd.getpwnam(name)
+    except KeyError:
+        raise ValueError(f"--engine-user {name!r}: no such user on this host") from None
+    if user.pw_uid == 0:
+        raise ValueError("--engine-user must be an unprivileged user, not root")
+    if os.geteuid() != 0:
+        if user.pw_uid != os.geteuid():
+            log.warning("--engine-user %s ignored: only an agent running as root can switch users", name)
+        return None
+    return user
 
 
 class Supervisor:
@@ -51,10 +83,23 @@ class Supervisor:
         backoff_reset_s: float = 600.0,
         unhealthy_after: int = 3,
         warmup_timeout: float | None = None,
+        drain_grace: float = 2.0,
+        drain_timeout: float = 60.0,
+        engine_user: str | None = None,
+        engine_env: tuple[str, ...] | None = None,
     ):
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
+        # Credentials, replica state and logs are the agent's alone (engines of another OS user
+        # cannot even list them).
+        for path in (self.state_dir, self.state_dir / "logs"):
+            os.chmod(path, 0o700)
+        self.engine_user = _engine_identity(engine_user if engine_user is not None else os.environ.get("IK_ENGINE_USER"))
+        if engine_env is None:  # operator-chosen extra variables to pass on (e.g. HF_HOME for a shared cache)
+            engine_env = tuple(n.strip() for n in os.environ.get("IK_ENGINE_ENV", "").split(",") if n.strip())
+        self.engine_env = frozenset(engine_env)
+        self.engine_home = self._make_engine_home()
         self.stop_timeout = float(stop_timeout)
         self.start_timeout = float(start_timeout)
         self.vllm_versions_dir = Path(vllm_versions_dir) if vllm_versions_dir else None
@@ -66,8 +111,13 @@ class Supervisor:
         self.backoff_reset_s = float(backoff_reset_s)
         self.unhealthy_after = int(unhealthy_after)
         self.warmup_timeout = float(warmup_timeout if warmup_timeout is not None else max(self.start_timeout, 60.0))
+        # A removed serving engine keeps running `drain_grace` s (gateways stop routing to it), then
+        # until its clients are gone, `drain_timeout` s at most (0: stop at once).
+        self.drain_grace = float(drain_grace)
+        self.drain_timeout = max(float(drain_timeout), self.drain_grace) if drain_timeout > 0 else 0.0
         self._lock = threading.RLock()
         self._state_lock = threading.Lock()
+        self._ports: dict[str, int] = {}  # replica id -> the port its engine uses (or will use)
         self._runners: dict[str, ReplicaRunner] = {}
         self._entries: dict[str, dict] = {}
         self._adopt_from_state_file()
@@ -115,6 +165,8 @@ class Supervisor:
                     "spec_hash": entry.get("spec_hash"),
                 }
                 self._entries[rid] = info
+                if port is not None:
+                    self._ports[rid] = port
                 adopted.append(ReplicaRunner(self, rid, adopted=info))
                 log.info("replica %s: adopting running engine pid %s (port %s)", rid, pid, port)
                 continue
@@ -139,12 +191,54 @@ class Supervisor:
 
     # ------------------------------------------------------------------ launch helpers
 
+    def claim_port(self, replica_id: str, preferred: list[int | None]) -> int | None:
+        """A port free on this host and promised to no other replica of this agent (see ports.py)."""
+        with self._lock:
+            taken = {port for rid, port in self._ports.items() if rid != replica_id}
+            port = ports.choose_port(preferred, taken)
+            if port is not None:
+                self._ports[replica_id] = port
+            return port
+
+    def release_port(self, replica_id: str) -> None:
+        with self._lock:
+            self._ports.pop(replica_id, None)
+
+    def _make_engine_home(self) -> Path:
+        """HOME (and working directory) of engines: a scratch directory, not the agent's home."""
+        if self.engine_user is None:
+            home = self.state_dir / "engine-home"
+            home.mkdir(exist_ok=True)
+            os.chmod(home, 0o700)
+            return home
+        if os.path.isdir(self.engine_user.pw_dir) and self.engine_user.pw_dir != "/":
+            return Path(self.engine_user.pw_dir)
+        home = Path(tempfile.gettempdir()) / f"inferencekey-engine-{self.engine_user.pw_uid}"
+        home.mkdir(mode=0o700, exist_ok=True)
+        os.chown(home, self.engine_user.pw_uid, self.engine_user.pw_gid)
+        return home
+
+    def popen_identity(self) -> dict:
+        """Extra Popen arguments: the engine user's uid/gid (and no supplementary groups), if any."""
+        if self.engine_user is None:
+            return {}
+        return {"user": self.engine_user.pw_uid, "group": self.engine_user.pw_gid, "extra_groups": []}
+
     def resolve_argv(self, spec: dict) -> list[str]:
         argv = spec.get("argv")
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise LaunchError("invalid spec: argv must be a non-empty list of strings")
+        # Defence in depth: whatever the server sends, only the backend's own program runs here,
+        # found by name on this agent's PATH (a path, `sh`, `python -c` … match no prefix).
+        backend = str(spec.get("backend") or "")
+        prefix = programs.matching_prefix(backend, argv)
+        if prefix is None:
+            allowed = programs.expected(backend) or "nothing (unknown backend)"
+            raise LaunchError(f"refusing to run {argv[0]!r} for the {backend or '?'} backend: this agent runs {allowed}")
         version = spec.get("vllm_version")
         if version:
+            if prefix != ("vllm",):
+                raise LaunchError("a pinned vllm_version needs the command to start with `vllm`")
             version = str(version)
             if not _VERSION_RE.match(version):
                 raise LaunchError(f"invalid vllm_version {version!r}")
@@ -164,12 +258,22 @@ class Supervisor:
         return [exe, *argv[1:]]
 
     def build_env(self, spec: dict) -> dict[str, str]:
-        env = dict(os.environ)
-        env.pop("IK_JOIN_TOKEN", None)  # the engine has no business with the agent's secret
+        """A minimal environment (allow-listed variables of the agent's own, a scratch HOME) plus
+        the recipe's and the workload's variables; never the agent's whole environment."""
+        env = {
+            key: value for key, value in os.environ.items()
+            if key in ENGINE_ENV_PASSTHROUGH or key.startswith(ENGINE_ENV_PASSTHROUGH_PREFIXES) or key in self.engine_env
+        }
+        env["HOME"] = str(self.engine_home)
+        if self.engine_user is not None:
+            env["USER"] = env["LOGNAME"] = self.engine_user.pw_name
         extra = spec.get("env") or {}
         if not isinstance(extra, dict):
             raise LaunchError("invalid spec: env must be an object")
         for key, value in extra.items():
+            refusal = programs.env_refusal(str(key))
+            if refusal:
+                raise LaunchError(f"refusing to start: {refusal}")
             env[str(key)] = "" if value is None else str(value)
         indices = spec.get("gpu_indices")
         if indices is not None:
@@ -238,7 +342,7 @@ class Supervisor:
         with self._lock:
             runners = list(self._runners.values())
         for runner in runners:
-            runner.request_remove(reason)
+            runner.request_remove(reason, drain=False)
         limit = timeout if timeout is not None else self.stop_timeout + 15.0
         deadline = time.monotonic() + limit
         for runner in runners:

@@ -1,0 +1,84 @@
+"""The agent runs only a backend's own program, with a minimal environment, and keeps its files to itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from tests.agent.conftest import STANDIN_BIN, free_port, make_spec, wait_until
+from workers.agent import logs
+from workers.agent.state import save_credentials
+
+
+def wait_state(sup, rid, state, timeout=20.0):
+    def check():
+        return next((s for s in sup.report() if s["id"] == rid and s["state"] == state), None)
+
+    return wait_until(check, timeout, message=f"{rid} to be {state}")
+
+
+def standin_report(sup, rid) -> dict:
+    def line():
+        path = logs.log_path(sup.state_dir, rid)
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return next((ln for ln in text.splitlines() if ln.startswith("standin-report: ")), None)
+
+    return json.loads(wait_until(line, 20, message="the stand-in's report")[len("standin-report: "):])
+
+
+@pytest.mark.parametrize("argv", [
+    ["sh", "-c", "id"],
+    ["python3", "-c", "import os"],
+    ["/bin/bash"],
+    [str(STANDIN_BIN / "vllm"), "serve", "m"],  # the right program, but by path
+    ["env", "vllm", "serve", "m"],
+])
+def test_agent_refuses_programs_outside_the_backend_allow_list(make_supervisor, argv):
+    sup = make_supervisor()
+    spec = {**make_spec("rep_bad", free_port()), "argv": argv}
+    sup.converge([spec])
+    snap = wait_state(sup, "rep_bad", "failed")
+    assert "refusing to run" in snap["message"] and "`vllm`" in snap["message"]
+    assert snap["pid"] is None
+
+
+def test_agent_refuses_loader_variables_from_the_server(make_supervisor):
+    sup = make_supervisor()
+    sup.converge([make_spec("rep_ld", free_port(), env={"LD_PRELOAD": "/tmp/evil.so"})])
+    snap = wait_state(sup, "rep_ld", "failed")
+    assert "LD_PRELOAD" in snap["message"] and snap["pid"] is None
+
+
+def test_engine_environment_is_minimal(make_supervisor, monkeypatch):
+    for name in ("SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "IK_JOIN_TOKEN", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "leak-me")
+    sup = make_supervisor()
+    sup.converge([make_spec("rep_env", free_port(), env={"STANDIN_REPORT": "1", "HF_TOKEN": "hf_mine"})])
+    report = standin_report(sup, "rep_env")
+    environ = report["environ"]
+    assert "leak-me" not in environ.values()
+    assert environ["HF_TOKEN"] == "hf_mine" and os.environ["PATH"] in environ["PATH"]  # (pyenv shims prepend)
+    assert environ["HOME"] == str(sup.state_dir / "engine-home") == report["cwd"]
+
+
+def test_state_dir_and_credentials_are_private(make_supervisor):
+    sup = make_supervisor()
+    save_credentials(sup.state_dir, "http://x", "wrk_1", "ik_wrk_secret")
+    assert stat.S_IMODE(sup.state_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((sup.state_dir / "logs").stat().st_mode) == 0o700
+    assert stat.S_IMODE((sup.state_dir / "credentials.json").stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching the engine's OS user needs a root agent")
+def test_engine_user_cannot_read_the_agent_credentials(make_supervisor):
+    sup = make_supervisor(engine_user="nobody")
+    save_credentials(sup.state_dir, "http://x", "wrk_1", "ik_wrk_secret")
+    creds = sup.state_dir / "credentials.json"
+    sup.converge([make_spec("rep_u", free_port(), env={"STANDIN_REPORT": "1", "STANDIN_REPORT_READ": str(creds)})])
+    report = standin_report(sup, "rep_u")
+    assert report["uid"] != 0 and report["environ"]["USER"] == "nobody"
+    assert report["reads"][str(creds)].startswith("error")
+    wait_state(sup, "rep_u", "ready")
