@@ -91,9 +91,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": env_int("DB_POOL_MAX", 10), "timeout": 30}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL + a busy timeout let the web server, Celery and the tests share one SQLite file.
+    # WAL + a busy timeout let the web server, Celery, the agent's heartbeats and `manage.py` share one
+    # SQLite file. BEGIN IMMEDIATE takes the write lock when a transaction starts: a deferred one that
+    # reads first and then writes cannot wait for the lock (SQLite answers "database is locked" at once,
+    # the busy timeout does not apply), which is what broke `bootstrap` and the reconciler under load.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {"timeout": env_int("SQLITE_BUSY_TIMEOUT_S", 30), "transaction_mode": "IMMEDIATE",
+         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
     )
     # A file, not shared-cache memory, so the live test server's threads wait on locks instead of failing.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}

@@ -190,3 +190,36 @@ def test_deleting_a_worker_reschedules_its_replicas(tenant, cpu_worker):
     reconcile.run(workload.id)
     [replica] = Replica.objects.filter(desired=True)
     assert replica.worker is not None and replica.worker != placed_on and replica.worker in (cpu_worker, other)
+
+
+def test_reconcile_task_retries_when_the_database_is_locked(monkeypatch, db):
+    from django.db import OperationalError
+
+    from workloads import reconcile, tasks
+
+    calls = []
+
+    def locked_once(workload_id):
+        calls.append(workload_id)
+        if len(calls) == 1:
+            raise OperationalError("database is locked")
+
+    monkeypatch.setattr(reconcile, "run", locked_once)
+    result = tasks.reconcile_workload.apply(args=["wl_x"])
+    assert result.successful() and calls == ["wl_x", "wl_x"]
+
+
+def test_reconcile_task_does_not_retry_a_permanent_database_error(monkeypatch, db):
+    from django.db import OperationalError
+
+    from workloads import reconcile, tasks
+
+    calls = []
+
+    def broken(workload_id):
+        calls.append(workload_id)
+        raise OperationalError("no such table: workloads_workload")
+
+    monkeypatch.setattr(reconcile, "run", broken)
+    result = tasks.reconcile_workload.apply(args=["wl_x"])
+    assert result.failed() and calls == ["wl_x"]

@@ -2,18 +2,41 @@
 from __future__ import annotations
 
 import logging
+import random
 
 from celery import shared_task
+from django.db import OperationalError
+
+from inferencekey_web.lib import tasks
 
 log = logging.getLogger(__name__)
 
+# OperationalErrors worth another try: a busy SQLite file, a full or restarting PostgreSQL pool,
+# serialization failures. Anything else (a missing table, bad SQL) fails the task at once.
+_TRANSIENT = ("database is locked", "database table is locked", "could not serialize", "deadlock detected",
+              "couldn't get a connection", "connection", "server closed", "timeout", "terminating")
+MAX_RETRIES = 8
 
-@shared_task(ignore_result=True, acks_late=True)
-def reconcile_workload(workload_id: str) -> None:
-    """Converge one workload's replicas to its spec. Safe to run twice, safe to crash anywhere."""
+
+def transient(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) and any(marker in str(exc).lower() for marker in _TRANSIENT)
+
+
+@shared_task(bind=True, ignore_result=True, acks_late=True, max_retries=MAX_RETRIES)
+def reconcile_workload(self, workload_id: str) -> None:
+    """Converge one workload's replicas to its spec. Safe to run twice, safe to crash anywhere;
+    a transient database error is retried with backoff (the sweep would also catch up)."""
     from . import reconcile
 
-    reconcile.run(workload_id)
+    try:
+        reconcile.run(workload_id)
+    except OperationalError as exc:
+        if not transient(exc):
+            raise
+        delay = min(30.0, 0.5 * 2 ** self.request.retries) * random.uniform(0.5, 1.5)
+        log.warning("reconcile %s: transient database error (%s); retry %d in %.1fs",
+                    workload_id, exc, self.request.retries + 1, delay)
+        raise self.retry(countdown=delay) from None
 
 
 @shared_task(ignore_result=True, expires=30)
@@ -21,5 +44,12 @@ def sweep() -> None:
     """Re-queue workloads whose observed state lags their spec or whose replicas are unhealthy."""
     from . import reconcile
 
-    for workload_id in reconcile.lagging_workloads():
-        reconcile_workload.delay(workload_id)
+    try:
+        lagging = reconcile.lagging_workloads()
+    except OperationalError as exc:
+        if not transient(exc):
+            raise
+        log.warning("sweep skipped: transient database error (%s); the next sweep runs soon", exc)
+        return
+    for workload_id in lagging:
+        tasks.send("workloads.tasks.reconcile_workload", [workload_id])

@@ -2,6 +2,7 @@
 import json
 
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -27,10 +28,12 @@ class Command(BaseCommand):
         for flag, value in (("--team", team_slug), ("--project", project_slug)):
             if not is_canonical(value):
                 raise CommandError(f"{flag}: must contain letters or digits (at most 63 characters)")
+        # Hash before the transaction: the write lock (SQLite: BEGIN IMMEDIATE) is held only for the writes.
+        hashed = make_password(password) if password else None
         with transaction.atomic():
             user = services.user_get_or_create(email=email)
-            if password:
-                user.set_password(password)
+            if hashed:
+                user.password = hashed
                 user.save(update_fields=["password"])
             team_obj = Team.objects.filter(slug=team_slug).first()
             if team_obj is None:
