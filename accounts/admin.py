@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils import timezone
 
-from .models import DataKey, Membership, Project, SdkToken, Team
+from .models import DataKey, Invitation, Membership, Project, SdkToken, Team
 
 
 class MembershipInline(admin.TabularInline):
@@ -21,6 +21,19 @@ class TeamAdmin(admin.ModelAdmin):
     search_fields = ["slug", "name", "id"]
     readonly_fields = ["id", "created_at"]
     inlines = [MembershipInline]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    """Inspect and withdraw (delete) invitations; the link's secret is only in the emailed link."""
+
+    list_display = ["email", "team", "role", "created_at", "expires_at", "accepted_at"]
+    list_filter = ["role"]
+    search_fields = ["email", "team__slug"]
+    readonly_fields = ["team", "email", "role", "secret_hash", "invited_by", "created_at", "expires_at", "accepted_at"]
+
+    def has_add_permission(self, request):
+        return False
 
 
 @admin.register(Membership)

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from inferencekey_web.lib.slugs import MAX_SLUG_LENGTH, canonical_slug
 
+from . import throttle
 from .models import ROLE_RANK, Role, SdkScope
 
 
@@ -21,11 +22,8 @@ class SignupForm(forms.Form):
     password2 = forms.CharField(label="Password again", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
 
     def clean_email(self) -> str:
-        email = self.cleaned_data["email"].strip().lower()
-        User = get_user_model()
-        if User.objects.filter(username=email).exists() or User.objects.filter(email__iexact=email).exists():
-            raise forms.ValidationError("An account with this email exists. Log in, or reset its password.")
-        return email
+        # Whether the address has an account is never said here (see services.signup_request).
+        return self.cleaned_data["email"].strip().lower()
 
     def clean(self):
         cleaned = super().clean()
@@ -49,6 +47,15 @@ class EmailAuthenticationForm(AuthenticationForm):
     def clean_username(self) -> str:
         return self.cleaned_data["username"].strip().lower()
 
+    def clean(self):
+        # Refused before the password is checked, so a throttled guess learns nothing.
+        wait = throttle.login_retry_after(self.request, self.cleaned_data.get("username") or "")
+        if wait:
+            raise forms.ValidationError(
+                f"Too many failed log-ins for this account or from your network. Try again in "
+                f"{max(1, round(wait / 60))} minute(s), or reset your password.", code="throttled")
+        return super().clean()
+
 
 class InvitedUserPasswordResetForm(PasswordResetForm):
     """Django skips accounts without a usable password; invited users have none until they set
@@ -57,6 +64,35 @@ class InvitedUserPasswordResetForm(PasswordResetForm):
     def get_users(self, email):
         User = get_user_model()
         return (u for u in User._default_manager.filter(email__iexact=email, is_active=True))
+
+    def save(self, *args, request=None, **kwargs):
+        # Same page whatever happens; past the limits the mail is just not sent.
+        email = self.cleaned_data["email"]
+        if throttle.consume("mail_client", throttle.client_address(request)) and throttle.consume("mail_address", email):
+            super().save(*args, request=request, **kwargs)
+
+
+class InvitationSignupForm(forms.Form):
+    """An invitee without an account chooses a password on the invitation page."""
+
+    password1 = forms.CharField(label="Password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+    password2 = forms.CharField(label="Password again", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+
+    def __init__(self, *args, email: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.email = email
+
+    def clean(self):
+        cleaned = super().clean()
+        p1, p2 = cleaned.get("password1"), cleaned.get("password2")
+        if p1 and p2 and p1 != p2:
+            self.add_error("password2", "The two passwords differ.")
+        elif p1:
+            try:
+                password_validation.validate_password(p1, get_user_model()(username=self.email, email=self.email))
+            except forms.ValidationError as exc:
+                self.add_error("password1", exc)
+        return cleaned
 
 
 class TeamForm(forms.Form):

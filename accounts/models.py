@@ -140,3 +140,28 @@ class DataKey(Credential):
 
     def covers(self, workload_id: str) -> bool:
         return self.all_workloads or self.workloads.filter(pk=workload_id).exists()
+
+
+class Invitation(models.Model):
+    """A pending invitation to join a team: nothing changes for the invitee until they accept it,
+    logged in as the invited email (the emailed link carries a secret; only its hash is stored)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    secret_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.email} → {self.team} ({self.role})"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.accepted_at is None and self.expires_at > timezone.now()

@@ -8,6 +8,9 @@ _project = "t/<slug:team>/p/<str:project>/"
 
 urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
+    path("accounts/signup/sent/", views.signup_sent, name="signup_sent"),
+    path("accounts/signup/confirm/<str:token>/", views.signup_confirm, name="signup_confirm"),
+    path("invitations/<str:secret>/", views.invitation, name="invitation"),
     path("accounts/login/", views.login_view, name="login"),
     path("accounts/logout/", views.logout_view, name="logout"),
     path("accounts/password-reset/", views.password_reset, name="password_reset"),
@@ -20,6 +23,7 @@ urlpatterns = [
     path("t/<slug:team>/leave/", views.team_leave, name="team_leave"),
     path("t/<slug:team>/members/", views.members, name="members"),
     path("t/<slug:team>/members/invite/", views.member_invite, name="member_invite"),
+    path("t/<slug:team>/members/invitations/<int:pk>/revoke/", views.invitation_revoke, name="invitation_revoke"),
     path("t/<slug:team>/members/<int:pk>/role/", views.member_role, name="member_role"),
     path("t/<slug:team>/members/<int:pk>/remove/", views.member_remove, name="member_remove"),
     path("t/<slug:team>/projects/new/", views.project_create, name="project_create"),

@@ -5,24 +5,25 @@ Views parse, call one service, render. Team-scoped views are wrapped in `team_vi
 """
 from __future__ import annotations
 
+from urllib.parse import quote as urlquote
+
+from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model, login
+from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
-from django.utils.encoding import force_bytes
-from django.utils.http import urlsafe_base64_encode
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from . import services
+from . import services, throttle
 from .forms import (
     DataKeyForm,
     EmailAuthenticationForm,
+    InvitationSignupForm,
     InvitedUserPasswordResetForm,
     InviteForm,
     ProjectForm,
@@ -31,7 +32,7 @@ from .forms import (
     SignupForm,
     TeamForm,
 )
-from .models import DataKey, Membership, Role, SdkToken
+from .models import DataKey, Invitation, Membership, Role, SdkToken
 from .permissions import (
     MANAGE_CREDENTIALS,
     MANAGE_MEMBERS,
@@ -44,17 +45,44 @@ from .permissions import (
 
 
 def signup(request):
+    """Sign-up answers the same whether or not the email has an account: a confirmation link for a
+    new address, a "someone tried" note to an existing one (services.signup_request)."""
     if request.user.is_authenticated:
         return redirect("home")
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        email = form.cleaned_data["email"]
-        user = get_user_model().objects.create_user(username=email, email=email, password=form.cleaned_data["password1"])
-        team = services.team_create(name=form.cleaned_data["team_name"] or f"{email.split('@')[0]}'s team", owner=user)
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, f"Welcome! You own the team {team.name}. Create a project to start.")
-        return redirect("accounts:team_home", team=team.slug)
+        services.signup_request(
+            email=form.cleaned_data["email"], password=form.cleaned_data["password1"],
+            team_name=form.cleaned_data["team_name"],
+            confirm_url=lambda token: request.build_absolute_uri(reverse("accounts:signup_confirm", args=[token])),
+            login_url=request.build_absolute_uri(reverse("accounts:login")),
+            reset_url=request.build_absolute_uri(reverse("accounts:password_reset")),
+            client=throttle.client_address(request))
+        return redirect(f"{reverse('accounts:signup_sent')}?email={urlquote(form.cleaned_data['email'])}")
     return render(request, "accounts/signup.html", {"form": form})
+
+
+def signup_sent(request):
+    return render(request, "accounts/signup_sent.html", {
+        "email": request.GET.get("email", "")[:254], "console_mail": _console_mail()})
+
+
+def _console_mail() -> bool:
+    return settings.EMAIL_BACKEND == "django.core.mail.backends.console.EmailBackend"
+
+
+@never_cache
+def signup_confirm(request, token: str):
+    # A POST, so a mail scanner prefetching the link neither uses it nor gets a session.
+    if request.method != "POST":
+        return render(request, "accounts/signup_confirm.html", {"token": token})
+    try:
+        user, team = services.signup_confirm(token=token)
+    except services.SignupLinkInvalid as exc:
+        return render(request, "accounts/signup_confirm.html", {"error": str(exc).capitalize() + "."}, status=400)
+    login(request, user)
+    messages.success(request, f"Welcome! You own the team {team.name}. Create a project to start.")
+    return redirect("accounts:team_home", team=team.slug)
 
 
 login_view = auth_views.LoginView.as_view(
@@ -75,13 +103,6 @@ password_reset_confirm = auth_views.PasswordResetConfirmView.as_view(
 password_reset_complete = auth_views.PasswordResetCompleteView.as_view(
     template_name="accounts/password_reset_complete.html"
 )
-
-
-def set_password_url(request, user) -> str:
-    """A one-time link (the password-reset token) for an invited user to choose a password."""
-    path = reverse("accounts:password_reset_confirm", kwargs={
-        "uidb64": urlsafe_base64_encode(force_bytes(user.pk)), "token": default_token_generator.make_token(user)})
-    return request.build_absolute_uri(path)
 
 
 # --- teams and projects ---------------------------------------------------------------------
@@ -145,8 +166,10 @@ def project_settings(request, project):
 
 def _members_page(request, invite_form=None, status=200):
     memberships = request.team.memberships.select_related("user").order_by("user__email")
+    invitations = [i for i in request.team.invitations.all() if i.is_pending] if request.membership.can(Role.ADMIN) else []
     return render(request, "accounts/members.html", {
         "memberships": memberships,
+        "invitations": invitations,
         "invite_form": invite_form or InviteForm(inviter_role=request.membership.role),
         "roles": Role.choices,
     }, status=status)
@@ -164,18 +187,59 @@ def member_invite(request):
     if not form.is_valid():
         return _members_page(request, form, status=400)
     try:
-        invited = services.membership_invite(
+        invitation = services.invitation_create(
             team=request.team, email=form.cleaned_data["email"], role=form.cleaned_data["role"],
-            invited_by=request.user, set_password_url=lambda user: set_password_url(request, user))
+            invited_by=request.user,
+            accept_url=lambda secret: request.build_absolute_uri(reverse("accounts:invitation", args=[secret])))
     except services.AlreadyMember:
         form.add_error("email", "Already a member of this team.")
         return _members_page(request, form, status=400)
-    email = invited.membership.user.email
-    if invited.created_user:
-        messages.success(request, f"Created an account for {email} and emailed them a link to set a password.")
-    else:
-        messages.success(request, f"{email} already had an account and was added to the team.")
+    # The same words whether or not the address has an account.
+    messages.success(request, f"Invitation sent to {invitation.email}. They join the team when they accept it.")
     return redirect("accounts:members", team=request.team.slug)
+
+
+@require_POST
+@team_view(MANAGE_MEMBERS)
+def invitation_revoke(request, pk: int):
+    invitation = get_object_or_404(Invitation, pk=pk, team=request.team, accepted_at__isnull=True)
+    services.invitation_revoke(invitation=invitation)
+    messages.success(request, f"Invitation to {invitation.email} withdrawn.")
+    return redirect("accounts:members", team=request.team.slug)
+
+
+@never_cache
+def invitation(request, secret: str):
+    """The emailed link: accept when logged in as the invited email; otherwise log in, or choose
+    a password when the address has no account (the link proves it is theirs)."""
+    invitation = services.invitation_get(secret)
+    if invitation is None:
+        return render(request, "accounts/invitation.html", {"invalid": True}, status=404)
+    context = {"invitation": invitation, "login_url": f"{reverse('accounts:login')}?next={urlquote(request.path)}"}
+    if request.user.is_authenticated:
+        if request.method == "POST":
+            try:
+                services.invitation_accept(invitation=invitation, user=request.user)
+            except services.WrongInvitee:
+                return render(request, "accounts/invitation.html", {**context, "wrong_user": True}, status=403)
+            except Invitation.DoesNotExist:
+                return render(request, "accounts/invitation.html", {"invalid": True}, status=404)
+            messages.success(request, f"You joined {invitation.team.name}.")
+            return redirect("accounts:team_home", team=invitation.team.slug)
+        wrong = (request.user.email or request.user.get_username()).lower() != invitation.email
+        return render(request, "accounts/invitation.html", {**context, "wrong_user": wrong}, status=403 if wrong else 200)
+    form = InvitationSignupForm(request.POST or None, email=invitation.email)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = services.account_create_for_invitation(invitation=invitation, password=form.cleaned_data["password1"])
+        except services.AccountExists:
+            form.add_error(None, "This address already has an account: log in to accept.")
+        else:
+            login(request, user)
+            services.invitation_accept(invitation=invitation, user=user)
+            messages.success(request, f"Welcome! You joined {invitation.team.name}.")
+            return redirect("accounts:team_home", team=invitation.team.slug)
+    return render(request, "accounts/invitation.html", {**context, "form": form}, status=400 if form.errors else 200)
 
 
 def _target_membership(request, pk: int) -> Membership:

@@ -107,6 +107,27 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# ModelBackend that refuses password checks while an account or client address is throttled
+# (accounts/throttle.py).
+AUTHENTICATION_BACKENDS = ["accounts.throttle.ThrottledModelBackend"]
+# Counters shared by every web process: the database cache (no extra service; its table is made by
+# a migration) or Redis with THROTTLE_CACHE_URL=redis://…
+_THROTTLE_CACHE_URL = env_str("THROTTLE_CACHE_URL", "")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _THROTTLE_CACHE_URL}
+        if _THROTTLE_CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "ik_throttle_cache"}
+    ),
+}
+# (events, window in seconds) per kind; see accounts/throttle.py.
+ACCOUNT_THROTTLES = {
+    "login_account": (env_int("THROTTLE_LOGIN_FAILURES_PER_ACCOUNT", 10), 900),
+    "login_client": (env_int("THROTTLE_LOGIN_FAILURES_PER_CLIENT", 50), 900),
+    "mail_address": (env_int("THROTTLE_MAILS_PER_ADDRESS", 3), 3600),  # reset, sign-up, invitation mails
+    "mail_client": (env_int("THROTTLE_MAILS_PER_CLIENT", 20), 3600),
+}
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "accounts:login"
@@ -188,6 +209,11 @@ GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 32 * 1024 * 1024)
 GATEWAY_CONNECT_TIMEOUT_S = env_float("GATEWAY_CONNECT_TIMEOUT_S", 5.0)
 GATEWAY_READ_TIMEOUT_S = env_float("GATEWAY_READ_TIMEOUT_S", 600.0)
 GATEWAY_MAX_IDLE_PER_ENGINE = env_int("GATEWAY_MAX_IDLE_PER_ENGINE", 256)
+
+# How long the ASGI server keeps an idle client connection open (`uvicorn --timeout-keep-alive`).
+# Longer than common clients' pool idle time (reqwest, under the SDK: 90 s; urllib3/httpx: none or
+# 5 s), so a pooled connection is always closed by the client first, never under a request.
+KEEPALIVE_S = env_int("INFERENCEKEY_KEEPALIVE_S", 125)
 
 # Security headers; production turns on the secure-cookie and HSTS settings via env.
 SECURE_CONTENT_TYPE_NOSNIFF = True

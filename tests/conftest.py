@@ -37,6 +37,16 @@ def _fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttles(settings):
+    """Log-in and mail throttles start at zero in every test (the database cache's table is not
+    flushed between transactional tests); tests of the shared database cache set it back."""
+    import uuid
+
+    settings.CACHES = {**settings.CACHES, "throttle": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": f"throttle-{uuid.uuid4()}"}}
+
+
 @dataclass
 class Tenant:
     owner: object

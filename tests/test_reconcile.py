@@ -155,6 +155,37 @@ def test_heartbeat_reports_drive_the_phase(tenant, cpu_worker):
     assert Workload.objects.get().ready_replicas == 1
 
 
+def test_ports_are_unique_per_host_across_workers(tenant, cpu_worker):
+    # A second agent on the same machine (same address): its engines must not get the same ports.
+    Worker.objects.create(team=tenant.team, name="mine", state=Worker.State.ONLINE, accepts_cpu=True,
+                          last_heartbeat_at=timezone.now())
+    ports = set()
+    for slug in ("a", "b", "c"):
+        workload = workload_create(project=tenant.project, data=vllm_spec(slug=slug))
+        reconcile.run(workload.id)
+        ports.add(Replica.objects.get(workload=workload).port)
+    assert len(set(Replica.objects.values_list("worker", flat=True))) == 2 and len(ports) == 3
+
+
+def test_the_gateway_follows_the_port_the_agent_reports(tenant, cpu_worker):
+    workload = workload_create(project=tenant.project, data=vllm_spec())
+    reconcile.run(workload.id)
+    replica = Replica.objects.get()
+    report = {"id": replica.id, "state": "ready", "port": 20005, "spec_hash": replica.spec_hash}
+    desired, _ = worker_services.worker_heartbeat(worker=cpu_worker, payload={"replicas": [report]})
+    assert Replica.objects.get().port == 20005
+    assert desired[0]["port"] == 20000 and desired[0]["argv"][-1] == "20000"  # what argv was rendered with
+
+
+def test_a_draining_report_keeps_the_replica_out_of_the_route_table(tenant, cpu_worker):
+    workload = workload_create(project=tenant.project, data=vllm_spec())
+    reconcile.run(workload.id)
+    replica = Replica.objects.get()
+    workload_update(workload=workload, patch={"config": {"command": "vllm serve other"}})
+    worker_services.worker_heartbeat(worker=cpu_worker, payload={"replicas": [{"id": replica.id, "state": "draining"}]})
+    assert Replica.objects.get(pk=replica.pk).state == Replica.State.DRAINING
+
+
 def test_stopped_report_of_undesired_replica_frees_it(tenant, cpu_worker):
     workload = workload_create(project=tenant.project, data=vllm_spec())
     reconcile.run(workload.id)

@@ -60,4 +60,8 @@ def heartbeat(request):
         # A broker that is down must not fail the heartbeat: the sweep re-queues lagging workloads.
         tasks.send_on_commit("workloads.tasks.reconcile_workload", [workload_id])
     worker.refresh_from_db(fields=["state"])
-    return _json({"heartbeat_interval_s": settings.HEARTBEAT_INTERVAL_S, "state": worker.state, "replicas": desired})
+    # A removed replica may still be in a gateway's cached route table for GATEWAY_CACHE_TTL_S: the
+    # agent keeps its engine serving that long (plus a margin) before draining it.
+    drain_grace = float(getattr(settings, "GATEWAY_CACHE_TTL_S", 1.0)) + 1.0
+    return _json({"heartbeat_interval_s": settings.HEARTBEAT_INTERVAL_S, "state": worker.state, "replicas": desired,
+                  "drain_grace_s": drain_grace})

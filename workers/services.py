@@ -159,7 +159,7 @@ def mark_quiet_workers_offline(now) -> int:
 AGENT_STATES = {
     "starting": Replica.State.STARTING, "backoff": Replica.State.STARTING, "ready": Replica.State.READY,
     "unhealthy": Replica.State.UNHEALTHY, "failed": Replica.State.FAILED, "stopping": Replica.State.DRAINING,
-    "stopped": Replica.State.STOPPED,
+    "draining": Replica.State.DRAINING, "stopped": Replica.State.STOPPED,
 }
 
 
@@ -193,6 +193,13 @@ def worker_heartbeat(*, worker: Worker, payload: dict) -> tuple[list[dict], set[
             }
             if state == Replica.State.READY and row.state != Replica.State.READY:
                 update["ready_at"] = now
+            port = _int(report.get("port"), None)
+            if (port is not None and 0 < port < 65536 and port != row.port and "port" in (row.launch or {})
+                    and report.get("spec_hash") == row.spec_hash):
+                # The agent found the placement's port taken on its host and moved the engine
+                # (PROTOCOL.md §3): route to where it really listens. (Rows placed before the launch
+                # carried its own `port` keep theirs: the agent would not know what to substitute.)
+                update["port"] = port
             if row.state != state or row.message != update["message"]:
                 if row.workload_id:
                     changed_workloads.add(row.workload_id)
@@ -200,6 +207,8 @@ def worker_heartbeat(*, worker: Worker, payload: dict) -> tuple[list[dict], set[
         # Undesired replicas the agent no longer reports are gone from the host.
         Replica.objects.filter(worker=worker, desired=False).exclude(pk__in=list(reported)).filter(
             updated_at__lt=now - timedelta(seconds=5)).delete()
+    # `port` is the one argv/env were rendered with (launch["port"]); the agent substitutes the
+    # port it really uses and reports that one back.
     desired = [
         {"id": r.id, "spec_hash": r.spec_hash, "port": r.port, **r.launch}
         for r in Replica.objects.filter(worker=worker, desired=True).exclude(port=None).order_by("created_at")

@@ -53,7 +53,13 @@ def _reserved_by_gpu(worker: Worker) -> dict[str, int]:
 
 
 def free_port(worker: Worker) -> int:
-    used = set(Replica.objects.filter(worker=worker).exclude(port=None).values_list("port", flat=True))
+    """A port no replica uses on the worker's host: every worker with the same address (the gateway
+    reaches engines at address:port) or hostname shares one port space, whatever agent runs them.
+    The agent still bind-tests it (other programs hold ports too) and reports the port it used."""
+    same_host = Q(worker=worker) | Q(worker__address=worker.address)
+    if worker.hostname:
+        same_host |= Q(worker__hostname=worker.hostname)
+    used = set(Replica.objects.filter(same_host).exclude(port=None).values_list("port", flat=True))
     for port in PORT_RANGE:
         if port not in used:
             return port

@@ -157,7 +157,11 @@ def _launch_for(workload: Workload, where: placement.Placement) -> dict:
         command=config.get("command"), vllm_version=config.get("vllm_version"),
     )
     host = "127.0.0.1" if where.worker.address in ("127.0.0.1", "localhost") else "0.0.0.0"
-    return engines.render(spec, host=host, port=where.port, gpu_indices=[g.index for g in where.gpus])
+    launch = engines.render(spec, host=host, port=where.port, gpu_indices=[g.index for g in where.gpus])
+    # The port argv/env were rendered with: the agent substitutes another one if it is taken on its
+    # host, and the replica's `port` follows what the agent reports (PROTOCOL.md §3).
+    launch["port"] = where.port
+    return launch
 
 
 def run(workload_id: str, now: datetime | None = None) -> Status | None:

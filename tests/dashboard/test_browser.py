@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core import mail
 
 from accounts import services as account_services
 from accounts.models import Membership, Role
@@ -84,6 +85,9 @@ def test_signup_project_and_workload_lifecycle(page):
     page.fill("#id_password1", PASSWORD)
     page.fill("#id_password2", PASSWORD)
     page.click("button[type=submit]")
+    page.locator("#signup-sent").wait_for()  # the same page whether or not the email has an account
+    page.goto(next(line for line in mail.outbox[-1].body.splitlines() if "/accounts/signup/confirm/" in line))
+    page.click("#confirm-signup")
     page.get_by_text("No projects yet").wait_for()
 
     page.fill("#id_name", "Demo")
@@ -171,8 +175,9 @@ def test_invite_member(page):
     page.fill("#id_email", "newbie@example.com")
     page.select_option("#id_role", "member")
     page.get_by_role("button", name="Invite", exact=True).click()
-    page.get_by_text("Created an account for newbie@example.com").wait_for()
-    assert page.locator('tr[data-member="newbie@example.com"]').is_visible()
+    page.get_by_text("Invitation sent to newbie@example.com").wait_for()
+    assert page.locator('tr[data-invitation="newbie@example.com"]').is_visible()  # pending until accepted
+    assert page.locator('tr[data-member="newbie@example.com"]').count() == 0
 
 
 def test_viewer_sees_no_edit_controls_and_a_forged_edit_is_refused(page):

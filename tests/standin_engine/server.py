@@ -11,7 +11,9 @@ Environment: ``STANDIN_DELAY_MS`` (latency added to every model endpoint request
 ``STANDIN_IGNORE_SIGTERM=1`` (ignore SIGTERM, to exercise SIGKILL escalation),
 ``STANDIN_REPORT=1`` (print one ``standin-report: {json}`` line at start: the engine's environment,
 uid, working directory, and for each path of ``STANDIN_REPORT_READ`` (``:``-separated) whether it
-could be read: what a hostile engine would see, for the containment tests).
+could be read: what a hostile engine would see, for the containment tests),
+``STANDIN_KEEPALIVE_S`` (an idle keep-alive connection is closed after this long; default 5, like the
+uvicorn server inside vLLM and sglang).
 
 Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions,
 POST /v1/embeddings, POST /v1/rerank (also /rerank, /v2/rerank). Deterministic outputs:
@@ -389,6 +391,7 @@ def _json_response(status: int, obj, keep_alive: bool) -> bytes:
 class Server:
     def __init__(self, engine: Engine):
         self.engine = engine
+        self.keepalive_s = float(os.environ.get("STANDIN_KEEPALIVE_S", "5") or 5)
         e = engine
         self.routes = {
             "/v1/models": ("GET", e.models),
@@ -404,8 +407,8 @@ class Server:
         try:
             while True:
                 try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.keepalive_s)
+                except (asyncio.IncompleteReadError, TimeoutError):
                     return
                 except asyncio.LimitOverrunError:
                     writer.write(_json_response(*_error(413, "headers too large"), False))

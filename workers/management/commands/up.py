@@ -68,7 +68,8 @@ class Command(BaseCommand):
         py = sys.executable
         children = [
             Child("web", [py, "-m", "uvicorn", "inferencekey_web.asgi:application", "--host", host, "--port", str(port),
-                          "--no-access-log", "--timeout-graceful-shutdown", "5"], env),
+                          "--no-access-log", "--timeout-graceful-shutdown", "5",
+                          "--timeout-keep-alive", str(settings.KEEPALIVE_S)], env),
             Child("celery-worker", [py, "-m", "celery", "-A", "inferencekey_web", "worker", "--pool", "threads",
                                     "--concurrency", "4", "--loglevel", "INFO", "--without-gossip", "--without-mingle"], env),
             Child("celery-beat", [py, "-m", "celery", "-A", "inferencekey_web", "beat", "--loglevel", "INFO",
