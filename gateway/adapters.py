@@ -165,6 +165,15 @@ def shape_response(route: str, raw: bytes, *, slug: str, top_n: int | None) -> b
     return _dumps(body) if changed else raw
 
 
+def needs_parsing(route: str, head: bytes) -> bool:
+    """Whether `shape_response` must parse a response starting with `head` (otherwise the body can
+    be streamed through untouched): rerank is always sorted; chat and embeddings only lack a model
+    when no `"model": "…"` appears (engines put it before the payload)."""
+    if route == "completions":
+        return False
+    return route == "rerank" or not _MODEL_STRING.search(head)
+
+
 def _score(item) -> float:
     if isinstance(item, dict):
         for name in ("relevance_score", "score"):
@@ -202,32 +211,71 @@ def error_body(status: int, raw: bytes) -> bytes:
 _FRAME = re.compile(rb".*?(?:\r\n\r\n|\n\n|\r\r)", re.DOTALL)
 
 
+# A partial frame held back longer than this is passed on unfiltered (a usage-only chunk is a few
+# hundred bytes): the filter's memory stays bounded whatever the engine sends.
+MAX_SSE_FRAME = 1024 * 1024
+
+
 class SSEFilter:
     """Cut an SSE byte stream at frame boundaries and drop usage-only JSON frames.
 
-    Frames are passed on as soon as they are complete; partial frames wait for the next chunk.
+    Frames are passed on as soon as they are complete; partial frames wait for the next chunk, up
+    to MAX_SSE_FRAME. Each byte is scanned a bounded number of times (the held-back part is known
+    to hold no boundary, so only the new chunk is searched): linear in the stream, never O(n²).
     """
 
-    __slots__ = ("_rest",)
+    __slots__ = ("_rest", "_passing", "_tail")
 
     def __init__(self) -> None:
-        self._rest = b""
+        self._rest = bytearray()  # the start of an incomplete frame (no boundary inside)
+        self._passing = False  # inside an oversized frame: passed through until its boundary
+        self._tail = b""  # the last bytes passed through while _passing (a boundary may straddle)
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._rest + chunk if self._rest else chunk
-        end = _last_boundary(data)
-        if end < 0:  # no complete frame yet
-            self._rest = data
+        if self._passing:
+            probe = self._tail + chunk
+            end = _first_boundary(probe)
+            if end < 0:
+                self._tail = probe[-3:]
+                return chunk
+            cut = end - len(self._tail)  # > 0: a boundary ends in the new chunk
+            self._passing, self._tail = False, b""
+            return chunk[:cut] + self.feed(chunk[cut:]) if cut < len(chunk) else chunk
+        rest = self._rest
+        overlap = min(3, len(rest))  # a boundary may start in the held-back bytes
+        end = _last_boundary(bytes(rest[len(rest) - overlap:]) + chunk) if overlap else _last_boundary(chunk)
+        if end < 0:
+            rest += chunk
+            return self._pass_oversized()
+        cut = end - overlap
+        complete = bytes(rest) + chunk[:cut] if rest else chunk[:cut]
+        self._rest = bytearray(chunk[cut:])
+        return _filter_frames(complete) + self._pass_oversized()
+
+    def _pass_oversized(self) -> bytes:
+        if len(self._rest) <= MAX_SSE_FRAME:
             return b""
-        complete, self._rest = data[:end], data[end:]
-        return _filter_frames(complete)
+        out = bytes(self._rest)
+        self._rest = bytearray()
+        self._passing, self._tail = True, out[-3:]
+        return out
 
     def flush(self) -> bytes:
         """What is left at end of stream (a last frame without its blank line)."""
-        rest, self._rest = self._rest, b""
+        rest, self._rest = bytes(self._rest), bytearray()
         if not rest:
             return b""
         return _keep(rest) or b""
+
+
+def _first_boundary(data: bytes) -> int:
+    """Index just past the first blank line ending a frame, or -1."""
+    end = -1
+    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+        i = data.find(sep)
+        if i >= 0 and (end < 0 or i + len(sep) < end):
+            end = i + len(sep)
+    return end
 
 
 def _last_boundary(data: bytes) -> int:

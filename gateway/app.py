@@ -81,7 +81,9 @@ async def send_bytes(send, status: int, body: bytes, content_type: bytes = _JSON
 class GatewayApp:
     def __init__(self) -> None:
         ttl = float(_setting("GATEWAY_CACHE_TTL_S", 1.0))
-        self.max_body = int(_setting("GATEWAY_MAX_BODY_BYTES", 32 * 1024 * 1024))
+        self.max_body = int(_setting("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024))
+        self.body_caps: dict[str, int] = dict(_setting("GATEWAY_MAX_BODY_BYTES_BY_ROUTE", {}))
+        self.max_buffered_response = int(_setting("GATEWAY_MAX_BUFFERED_RESPONSE_BYTES", 16 * 1024 * 1024))
         self.keys = LoadingCache(load_key, ttl=ttl, name="gateway keys")
         self.routes = LoadingCache(load_route, ttl=ttl, name="gateway routes")
         self.balancer = Balancer()
@@ -93,7 +95,9 @@ class GatewayApp:
     def _new_pool(self) -> UpstreamPool:
         return UpstreamPool(
             connect_timeout=float(_setting("GATEWAY_CONNECT_TIMEOUT_S", 5.0)),
-            read_timeout=float(_setting("GATEWAY_READ_TIMEOUT_S", 600.0)),  # engine silent this long → 504
+            # Request sent, no response head after this long → 504 (an engine that accepted and hangs).
+            first_byte_timeout=float(_setting("GATEWAY_FIRST_BYTE_TIMEOUT_S", 120.0)),
+            read_timeout=float(_setting("GATEWAY_READ_TIMEOUT_S", 600.0)),  # silent this long mid-body → 504
             max_idle_per_host=int(_setting("GATEWAY_MAX_IDLE_PER_ENGINE", 256)),
         )
 
@@ -161,6 +165,8 @@ class GatewayApp:
         method, route_name = spec
         if scope["method"] != method:
             raise GatewayError(405, f"/{rest} expects {method}", "method_not_allowed", headers=[(b"allow", method.encode())])
+        body_cap = self.body_caps.get(route_name, self.max_body)
+        _check_content_length(scope, body_cap, rest)  # before anything is read or looked up
 
         key = await self._authenticate(scope)
         if not key.in_project(project):
@@ -180,7 +186,7 @@ class GatewayApp:
         if problem:
             raise GatewayError(400, problem, "route_not_supported")
 
-        raw = await self._read_body(scope, receive)
+        raw = await self._read_body(receive, body_cap, rest)
         try:
             prepared = adapters.prepare_request(route_name, raw, slug=route.slug, model_name=route.model_name)
         except adapters.RequestError as exc:
@@ -245,34 +251,23 @@ class GatewayApp:
             raise GatewayError(503, "gateway could not load the workload's routes", "gateway_unavailable",
                                headers=[(b"retry-after", b"1")]) from exc
 
-    async def _read_body(self, scope, receive) -> bytes:
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    if int(value) > self.max_body:
-                        raise GatewayError(413, "request body too large", "body_too_large")
-                except ValueError:
-                    raise GatewayError(400, "bad content-length", "invalid_request") from None
-                break
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone()
-        body = message.get("body", b"")
-        if not message.get("more_body"):
-            return body
-        chunks = [body]
-        size = len(body)
+    @staticmethod
+    async def _read_body(receive, cap: int, rest: str) -> bytes:
+        """The request body, refused with 413 as soon as it grows past the route's cap (chunked
+        bodies carry no content-length to check up front)."""
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise _ClientGone()
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
-                raise GatewayError(413, "request body too large", "body_too_large")
+            if size > cap:
+                raise _too_large(cap, rest)
             chunks.append(chunk)
             if not message.get("more_body"):
-                return b"".join(chunks)
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     @staticmethod
     def _models_body(route: Route) -> bytes:
@@ -382,15 +377,64 @@ class GatewayApp:
             tail = sse.flush() if sse is not None else b""
             await send({"type": "http.response.body", "body": tail, "more_body": False})
             return True
+        # A non-streamed answer is read whole only up to max_buffered_response (it may need shaping);
+        # past that it is streamed through with bounded buffers when it needs no shaping, else 502.
+        cap = self.max_buffered_response
+        parts: list[bytes] = []
+        size = 0
+        chunks = response.iter_raw()
         try:
-            raw = await response.read()
+            async for chunk in chunks:
+                parts.append(chunk)
+                size += len(chunk)
+                if size > cap:
+                    break
         except UpstreamTimeout as exc:
             raise GatewayError(504, f"workload {route.slug}: {exc}", "engine_timeout") from None
         except UpstreamError as exc:
             raise GatewayError(502, f"workload {route.slug}: bad answer from the engine ({exc})", "engine_error") from None
-        body = adapters.shape_response(route_name, raw, slug=route.slug, top_n=prepared.top_n)
-        await send_bytes(send, status, body, headers=[replica_header])
+        head = parts[0] if len(parts) == 1 else b"".join(parts)
+        if size <= cap:
+            body = adapters.shape_response(route_name, head, slug=route.slug, top_n=prepared.top_n)
+            await send_bytes(send, status, body, headers=[replica_header])
+            return True
+        if adapters.needs_parsing(route_name, head):
+            raise GatewayError(502, f"workload {route.slug}: the engine's answer is larger than the gateway's "
+                                    f"{cap} byte limit for answers it must reshape (GATEWAY_MAX_BUFFERED_RESPONSE_BYTES)",
+                               "engine_response_too_large")
+        headers = [(b"content-type", content_type), replica_header]
+        length = response.header(b"content-length")
+        if length is not None:
+            headers.append((b"content-length", length))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": head, "more_body": True})
+        del parts, head
+        try:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError as exc:
+            log.warning("gateway: %s answer from %s broke: %s", route.slug, target.replica_id, exc)
+            raise
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
         return True
+
+
+def _too_large(cap: int, rest: str) -> GatewayError:
+    size = f"{cap // (1024 * 1024)} MiB" if cap % (1024 * 1024) == 0 else f"{cap} bytes"
+    return GatewayError(413, f"request body too large: /{rest} accepts at most {size} ({cap} bytes)", "body_too_large",
+                        headers=[(b"connection", b"close")])
+
+
+def _check_content_length(scope, cap: int, rest: str) -> None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                raise GatewayError(400, "bad content-length", "invalid_request") from None
+            if length > cap:
+                raise _too_large(cap, rest)
+            return
 
 
 async def _read_limited(response: Response, limit: int) -> bytes:

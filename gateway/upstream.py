@@ -275,10 +275,9 @@ class _Conn(asyncio.Protocol):
 
     # ------------------------------------------------------------------ consumer side
 
-    async def _wait(self) -> None:
+    async def _wait(self, timeout: float | None, what: str) -> None:
         waiter = self.waiter = self.loop.create_future()
-        timeout = self.pool.read_timeout
-        handle = self.loop.call_later(timeout, self._timed_out, waiter) if timeout is not None else None
+        handle = self.loop.call_later(timeout, self._timed_out, waiter, what) if timeout is not None else None
         try:
             await waiter
         finally:
@@ -286,9 +285,10 @@ class _Conn(asyncio.Protocol):
             if handle is not None:
                 handle.cancel()
 
-    def _timed_out(self, waiter: asyncio.Future) -> None:
+    @staticmethod
+    def _timed_out(waiter: asyncio.Future, what: str) -> None:
         if not waiter.done():
-            waiter.set_exception(UpstreamTimeout(f"engine sent nothing for {self.pool.read_timeout:g} s"))
+            waiter.set_exception(UpstreamTimeout(what))
 
     def send(self, payload: bytes, no_body: bool) -> None:
         self._reset()
@@ -296,12 +296,19 @@ class _Conn(asyncio.Protocol):
         self.transport.write(payload)
 
     async def response_head(self) -> tuple[int, list[tuple[bytes, bytes]]]:
+        # The whole head must arrive within first_byte_timeout (one deadline, so an engine that
+        # trickles bytes cannot stretch it): an engine that accepted the request and says nothing
+        # is answered with 504 after this, not after the long idle timeout streams need.
+        limit = self.pool.first_byte_timeout
+        deadline = None if limit is None else self.loop.time() + limit
+        what = "" if limit is None else f"engine did not start answering within {limit:g} s"
         while self.head is None:
             if self.error is not None:
                 raise self.error
             if self.closed:
                 raise UpstreamDisconnected("engine connection closed before answering")
-            await self._wait()
+            remaining = None if deadline is None else max(0.0, deadline - self.loop.time())
+            await self._wait(remaining, what)
         return self.head
 
     async def next_chunk(self) -> bytes | None:
@@ -317,7 +324,9 @@ class _Conn(asyncio.Protocol):
                 raise self.error
             if self.done:
                 return None
-            await self._wait()
+            # Between body chunks: a stream may pause for long (a slow generation), so the idle bound is longer.
+            timeout = self.pool.read_timeout
+            await self._wait(timeout, f"engine sent nothing for {timeout:g} s" if timeout is not None else "")
 
     def usable(self, now: float) -> bool:
         return not self.closed and now - self.idle_since < self.pool.idle_expiry and not self.transport.is_closing()
@@ -378,10 +387,11 @@ class Response:
 
 class UpstreamPool:
     def __init__(self, *, connect_timeout: float = 5.0, read_timeout: float | None = 600.0,
-                 idle_expiry: float = 4.0, max_idle_per_host: int = 256,
-                 user_agent: bytes = b"inferencekey-gateway") -> None:
+                 first_byte_timeout: float | None = 120.0, idle_expiry: float = 4.0,
+                 max_idle_per_host: int = 256, user_agent: bytes = b"inferencekey-gateway") -> None:
         self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
+        self.read_timeout = read_timeout  # idle time allowed between two body chunks
+        self.first_byte_timeout = first_byte_timeout  # time from sending the request to the response head
         self.idle_expiry = idle_expiry
         self.max_idle_per_host = max_idle_per_host
         self.user_agent = user_agent

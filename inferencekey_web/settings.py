@@ -205,9 +205,22 @@ HEARTBEAT_INTERVAL_S = env_float("INFERENCEKEY_HEARTBEAT_INTERVAL_S", 3.0)
 # Keys and routes are never served from the cache past this age (refreshed ahead at half of it):
 # a revoked key stops working on the data plane within ~1 s.
 GATEWAY_CACHE_TTL_S = env_float("GATEWAY_CACHE_TTL_S", 1.0)
-GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 32 * 1024 * 1024)
+# Request bodies per route (413 past the cap, checked from content-length before reading and
+# while reading chunked bodies): GATEWAY_MAX_BODY_BYTES for every route unless the route's own
+# GATEWAY_MAX_BODY_BYTES_CHAT / _COMPLETIONS / _EMBEDDINGS / _RERANK says otherwise.
+GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
+GATEWAY_MAX_BODY_BYTES_BY_ROUTE = {
+    route: env_int(f"GATEWAY_MAX_BODY_BYTES_{route.upper()}", GATEWAY_MAX_BODY_BYTES)
+    for route in ("chat", "completions", "embeddings", "rerank")
+}
 GATEWAY_CONNECT_TIMEOUT_S = env_float("GATEWAY_CONNECT_TIMEOUT_S", 5.0)
-GATEWAY_READ_TIMEOUT_S = env_float("GATEWAY_READ_TIMEOUT_S", 600.0)
+# Time to first byte: an engine that accepted a request and sends no response head within this is
+# answered 504 (a non-streamed generation longer than this must stream, or raise the bound).
+GATEWAY_FIRST_BYTE_TIMEOUT_S = env_float("GATEWAY_FIRST_BYTE_TIMEOUT_S", 120.0)
+GATEWAY_READ_TIMEOUT_S = env_float("GATEWAY_READ_TIMEOUT_S", 600.0)  # idle between body chunks (streams pause)
+# Non-streamed answers are held whole only up to this (to fill `model`, sort rerank results); larger
+# ones are streamed through when they need no reshaping, else 502.
+GATEWAY_MAX_BUFFERED_RESPONSE_BYTES = env_int("GATEWAY_MAX_BUFFERED_RESPONSE_BYTES", 16 * 1024 * 1024)
 GATEWAY_MAX_IDLE_PER_ENGINE = env_int("GATEWAY_MAX_IDLE_PER_ENGINE", 256)
 
 # How long the ASGI server keeps an idle client connection open (`uvicorn --timeout-keep-alive`).

@@ -19,3 +19,5 @@ urlpatterns = [
     path("", include("catalog.urls")),
     path("", include("workers.urls")),
 ]
+
+handler404 = "inferencekey_web.views.not_found"

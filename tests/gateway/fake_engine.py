@@ -4,7 +4,10 @@ Unlike the stand-in engine it records what it receives and can misbehave on purp
 * `stream_gap_s`: pause between SSE frames (to prove the gateway does not buffer);
 * SSE frames split across TCP writes, two frames in one write, and a usage-only chunk;
 * `fail_next`: answer the next N model requests with `fail_status` (and an OpenAI error body);
-* embeddings without `model`, rerank results unsorted with only `score`.
+* embeddings without `model`, rerank results unsorted with only `score`;
+* `mode`: "hang" (read the request, never answer), "huge" (a `huge_bytes` non-streamed answer to
+  chat or rerank, written in 1 MiB pieces), "giant_frame" (an SSE stream whose second frame is
+  `huge_bytes` long without a blank line until its end).
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ class FakeEngine:
         self.requests: list[dict] = []  # {"path", "headers", "body"}
         self.fail_next = 0
         self.fail_status = 503
+        self.mode: str | None = None
+        self.huge_bytes = 8 * 1024 * 1024
         self.sent_at: list[float] = []  # monotonic time of each streamed write
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -93,6 +98,14 @@ class FakeEngine:
         await writer.drain()
 
     async def _respond(self, path: str, body, writer) -> None:
+        if self.mode == "hang":
+            await asyncio.Event().wait()  # accepted, never answered (cancelled when the engine stops)
+        if self.mode == "huge":
+            await self._huge(path, writer)
+            return
+        if self.mode == "giant_frame":
+            await self._giant_frame(writer)
+            return
         if self.fail_next > 0:
             self.fail_next -= 1
             await self._json(writer, self.fail_status,
@@ -148,4 +161,43 @@ class FakeEngine:
             if self.stream_gap_s:
                 await asyncio.sleep(self.stream_gap_s)
         writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async def _huge(self, path: str, writer) -> None:
+        if path == "/v1/rerank":
+            item = b'{"index":0,"score":0.5},'
+            head, tail = b'{"results":[', b'{"index":1,"score":0.9}]}'
+        else:
+            item = b"x" * 1024
+            head = b'{"id":"c1","object":"chat.completion","model":"fake","choices":[{"index":0,"message":{"content":"'
+            tail = b'"}}]}'
+        count = max(1, (self.huge_bytes - len(head) - len(tail)) // len(item))
+        length = len(head) + count * len(item) + len(tail)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: %s\r\n\r\n"
+                     % (length, self._conn()) + head)
+        piece = item * max(1, (1024 * 1024) // len(item))
+        per_piece = len(piece) // len(item)
+        left = count
+        while left > 0:
+            n = min(left, per_piece)
+            writer.write(piece if n == per_piece else item * n)
+            await writer.drain()
+            left -= n
+        writer.write(tail)
+        await writer.drain()
+
+    async def _giant_frame(self, writer) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
+                     b"connection: %s\r\n\r\n" % self._conn())
+
+        def chunk(data: bytes) -> bytes:
+            return b"%x\r\n%s\r\n" % (len(data), data)
+
+        writer.write(chunk(b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'))
+        writer.write(chunk(b"data: "))
+        piece = b"y" * (1024 * 1024)
+        for _ in range(max(1, self.huge_bytes // len(piece))):
+            writer.write(chunk(piece))
+            await writer.drain()
+        writer.write(chunk(b"\n\ndata: [DONE]\n\n") + b"0\r\n\r\n")
         await writer.drain()
