@@ -12,6 +12,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inferencekey_web.settings")
 django_application = get_asgi_application()  # sets Django up before the gateway imports models
 
 from gateway.app import PREFIX, GatewayApp  # noqa: E402
+from inferencekey_web.lib.body_limits import BodyLimit  # noqa: E402
 from inferencekey_web.lib.security import SecureASGI  # noqa: E402
 from workloads import asgi_list  # noqa: E402
 
@@ -19,6 +20,8 @@ gateway_application = GatewayApp()
 # The raw ASGI routes skip Django's middleware: give them the same HTTPS redirect and headers.
 _secured_gateway = SecureASGI(gateway_application)
 _secured_list = SecureASGI(asgi_list.list_workloads)
+# Bodies over the route's cap are refused before Django spools them to disk (see body_limits).
+_limited_django = BodyLimit(django_application)
 
 
 async def application(scope, receive, send):
@@ -34,7 +37,7 @@ async def application(scope, receive, send):
             # The SDK's hottest control-plane call, answered without Django's request machinery.
             await _secured_list(scope, receive, send, project)
         else:
-            await django_application(scope, receive, send)
+            await _limited_django(scope, receive, send)
     elif kind == "lifespan":
         await gateway_application.lifespan(receive, send)
     else:

@@ -36,6 +36,8 @@ def register(request):
         return _json({"error": problem}, 400)
     if not isinstance(data.get("join_token"), str):
         return _json({"error": "join_token: required"}, 400)
+    if problem := services.report_problem(data):
+        return _json({"error": problem}, 400)
     try:
         worker, credential = services.worker_register(join_token=data["join_token"], payload=data)
     except services.RegistrationRefused as exc:
@@ -53,6 +55,8 @@ def heartbeat(request):
         return _json({"error": "unknown or revoked worker credential"}, 401)
     data, problem = _body(request)
     if data is None:
+        return _json({"error": problem}, 400)
+    if problem := services.report_problem(data):
         return _json({"error": problem}, 400)
     desired, changed = services.worker_heartbeat(worker=worker, payload=data)
     for workload_id in changed:

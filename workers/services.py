@@ -55,6 +55,23 @@ def _labels(value) -> dict[str, str]:
     return {_str(k, 64): _str(v, 255) for k, v in list(value.items())[:50]}
 
 
+# What one agent report may list. A real host has at most 16 GPUs and tens of replicas; the bounds
+# keep a forged report from holding the database's write lock (30,000 GPUs: 24 s on SQLite).
+MAX_GPUS_PER_WORKER = 64
+MAX_REPLICAS_PER_REPORT = 256
+
+
+def report_problem(payload: dict) -> str | None:
+    """Why an agent's register/heartbeat payload is refused (a 400 naming the field), or None."""
+    gpus = payload.get("gpus")
+    if isinstance(gpus, list) and len(gpus) > MAX_GPUS_PER_WORKER:
+        return f"gpus: at most {MAX_GPUS_PER_WORKER} GPUs per worker (got {len(gpus)})"
+    replicas = payload.get("replicas")
+    if isinstance(replicas, list) and len(replicas) > MAX_REPLICAS_PER_REPORT:
+        return f"replicas: at most {MAX_REPLICAS_PER_REPORT} replicas per report (got {len(replicas)})"
+    return None
+
+
 class RegistrationRefused(Exception):
     pass
 
