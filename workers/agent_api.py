@@ -69,3 +69,21 @@ def heartbeat(request):
     drain_grace = float(getattr(settings, "GATEWAY_CACHE_TTL_S", 1.0)) + 1.0
     return _json({"heartbeat_interval_s": settings.HEARTBEAT_INTERVAL_S, "state": worker.state, "replicas": desired,
                   "drain_grace_s": drain_grace})
+
+
+@csrf_exempt
+@require_POST
+def offline(request):
+    """The agent is stopping cleanly: mark the worker offline now (PROTOCOL.md §4)."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    worker = services.worker_for_credential(header.removeprefix("Bearer ").strip())
+    if worker is None:
+        return _json({"error": "unknown or revoked worker credential"}, 401)
+    data, problem = _body(request)
+    if data is None:
+        return _json({"error": problem}, 400)
+    engines_stopped = data.get("engines_stopped", False)
+    if not isinstance(engines_stopped, bool):
+        return _json({"error": "engines_stopped: must be true or false"}, 400)
+    affected = services.worker_offline(worker=worker, engines_stopped=engines_stopped)
+    return _json({"state": "offline", "rescheduled_workloads": len(affected)})

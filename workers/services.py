@@ -165,6 +165,22 @@ def worker_delete(*, worker: Worker) -> list[str]:
     return affected
 
 
+def worker_offline(*, worker: Worker, engines_stopped: bool) -> list[str]:
+    """The agent is stopping cleanly (PROTOCOL.md §4): no more placements here. When it stopped
+    its engines too, its replicas are marked stopped so the reconciler moves them at once instead
+    of after the heartbeat grace. Returns the affected workload ids."""
+    with transaction.atomic():
+        Worker.objects.filter(pk=worker.pk).update(state=Worker.State.OFFLINE)
+        if not engines_stopped:
+            return []
+        rows = Replica.objects.filter(worker=worker, desired=True).exclude(workload=None)
+        affected = sorted(set(rows.values_list("workload_id", flat=True)))
+        rows.update(state=Replica.State.STOPPED, message="its worker's agent stopped", pid=None)
+        for workload_id in affected:
+            tasks.send_on_commit("workloads.tasks.reconcile_workload", [workload_id])
+    return affected
+
+
 def mark_quiet_workers_offline(now) -> int:
     from django.conf import settings
 

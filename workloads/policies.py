@@ -278,7 +278,7 @@ def _parse_autoscaling(c: _Collector, config: dict | None, ctx: PolicyContext) -
             if not isinstance(worker_id, str) or not worker_id.startswith("wrk_"):
                 c.add(path, "must be a worker id starting with 'wrk_'")
             elif not ctx.worker_exists(worker_id):
-                c.add(path, f"no worker {worker_id!r} in this team")
+                c.add(path, f"no worker {worker_id!r} in this team or shared")
         if len(set(map(str, ids))) != len(ids):
             c.add(".workers.private_worker_ids", "lists a worker more than once")
         result["private_worker_ids"] = list(ids)

@@ -57,6 +57,9 @@ def _lost(r: Observed, now: datetime) -> str | None:
         return "its worker was deleted"
     if r.worker_state == Worker.State.DRAINING:
         return "its worker is draining"
+    if r.worker_state == Worker.State.OFFLINE and r.state == Replica.State.STOPPED:
+        # The agent said goodbye and stopped its engines (PROTOCOL.md §4): no grace to wait for.
+        return "its worker went offline"
     grace = timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S + settings.WORKER_RESCHEDULE_AFTER_S)
     if r.worker_seen_at is None or now - r.worker_seen_at > grace:
         return "its worker stopped sending heartbeats"

@@ -3,7 +3,7 @@ and queues a reconcile after commit."""
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Project
@@ -21,9 +21,12 @@ class SlugTaken(Exception):
 
 def spec_context(project: Project) -> specs.SpecContext:
     team_id = project.team_id
+    # The team's own workers and the shared ones (no team: e.g. `up`'s local worker) may be pinned.
+    usable = Q(team_id=team_id) | Q(team__isnull=True)
 
     def gpu_on_worker(gpu_id: str, worker_id: str | None):
-        row = Gpu.objects.filter(pk=gpu_id, worker__team_id=team_id).values_list("worker_id", flat=True).first()
+        row = (Gpu.objects.filter(Q(worker__team_id=team_id) | Q(worker__team__isnull=True), pk=gpu_id)
+               .values_list("worker_id", flat=True).first())
         if row is None:
             return None
         return worker_id is None or row == worker_id
@@ -31,7 +34,7 @@ def spec_context(project: Project) -> specs.SpecContext:
     return specs.SpecContext(
         gpu_catalog=gpu_names,
         suggest=close_matches,
-        worker_exists=lambda worker_id: Worker.objects.filter(pk=worker_id, team_id=team_id).exists(),
+        worker_exists=lambda worker_id: Worker.objects.filter(usable, pk=worker_id).exists(),
         gpu_on_worker=gpu_on_worker,
         custom_backends=lambda: custom_backends_for(project),
     )

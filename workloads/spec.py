@@ -208,7 +208,7 @@ def validate(data: Any, ctx: SpecContext | None = None) -> WorkloadSpec:
         if not worker_id.startswith("wrk_"):
             add("worker_id", "must be a worker id starting with 'wrk_'")
         elif not ctx.worker_exists(worker_id):
-            add("worker_id", f"no worker {worker_id!r} in this team")
+            add("worker_id", f"no worker {worker_id!r} in this team or shared")
     gpu_id = text("gpu_resource_id", required=False, max_length=32)
     if gpu_id is not None:
         if not gpu_id.startswith("gpu_"):
@@ -216,7 +216,7 @@ def validate(data: Any, ctx: SpecContext | None = None) -> WorkloadSpec:
         else:
             on_worker = ctx.gpu_on_worker(gpu_id, worker_id)
             if on_worker is None:
-                add("gpu_resource_id", f"no GPU {gpu_id!r} in this team")
+                add("gpu_resource_id", f"no GPU {gpu_id!r} in this team or shared")
             elif not on_worker:
                 add("gpu_resource_id", f"GPU {gpu_id!r} is not on worker {worker_id!r}")
 

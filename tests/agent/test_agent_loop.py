@@ -47,6 +47,7 @@ class FakeControlPlane:
         self.heartbeats: list[dict] = []  # {"auth": ..., "body": ...}
         self.tokens: dict[str, str] = {}  # worker_token -> worker_id
         self.desired: list[dict] = []
+        self.offlines: list[dict] = []  # goodbye calls on a clean stop
         self.fail_next = 0  # answer the next N heartbeats with 500
         self.drop_next = 0  # close the connection without answering the next N heartbeats
         cp = self
@@ -93,6 +94,10 @@ class FakeControlPlane:
                             return self._reply(401, {"error": "unknown worker credential"})
                         desired = list(cp.desired)
                     return self._reply(200, {"heartbeat_interval_s": FAST, "state": "online", "replicas": desired})
+                if self.path == "/api/agent/offline":
+                    with cp.lock:
+                        cp.offlines.append({"auth": self.headers.get("Authorization", ""), "body": body})
+                    return self._reply(200, {"state": "offline"})
                 return self._reply(404, {"error": "not found"})
 
         class QuietServer(ThreadingHTTPServer):
@@ -391,3 +396,12 @@ def test_gpu_parsing_is_robust(tmp_path, monkeypatch):
     broken.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
     broken.chmod(0o755)
     assert GpuDetector().detect() == []
+
+
+@pytest.mark.parametrize("stop_engines", [True, False])
+def test_clean_stop_tells_the_control_plane_the_worker_goes_offline(cp, tmp_path, stop_engines):
+    runner = AgentThread(config(cp, tmp_path, stop_engines_on_exit=stop_engines))
+    wait_until(lambda: cp.heartbeats, message="a first heartbeat")
+    assert runner.stop() == 0
+    [goodbye] = cp.offlines
+    assert goodbye["auth"] == cp.heartbeats[-1]["auth"] and goodbye["body"] == {"engines_stopped": stop_engines}

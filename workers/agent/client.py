@@ -89,3 +89,8 @@ class ControlPlaneClient:
         if not isinstance(replicas, list) or not all(isinstance(r, dict) for r in replicas):
             raise ControlPlaneError(f"{path}: 'replicas' is not a list of objects")
         return data
+
+    def offline(self, token: str, engines_stopped: bool) -> None:
+        """Say goodbye on a clean stop (PROTOCOL.md §4): the worker is marked offline at once."""
+        path = "/api/agent/offline"
+        self._check(self._post(path, {"engines_stopped": engines_stopped}, token=token), path)

@@ -303,4 +303,18 @@ class Agent:
                 stop = self.config.stop_engines_on_exit
                 log.info("agent exiting; %s", "stopping engines" if stop else "leaving engines running for adoption")
                 self.supervisor.shutdown(stop_engines=stop)
+                if self.stopping and not self.config.once:
+                    self._say_goodbye(engines_stopped=stop)
         return code
+
+    def _say_goodbye(self, *, engines_stopped: bool) -> None:
+        """A clean stop (SIGTERM/SIGINT): tell the control plane, so it marks this worker offline
+        and moves its replicas at once rather than after the heartbeat grace (PROTOCOL.md §4)."""
+        token = getattr(self, "_token", None)
+        if not token:
+            return
+        try:
+            self.client.offline(token, engines_stopped)
+            log.info("told the control plane this worker is going offline")
+        except Exception as exc:  # best effort: the heartbeat timeout still catches it
+            log.warning("could not report going offline: %s", exc)
