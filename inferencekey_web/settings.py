@@ -10,14 +10,18 @@ from pathlib import Path
 import dj_database_url
 
 from inferencekey_web.lib.env import env_bool, env_float, env_int, env_list, env_str
+from inferencekey_web.lib.secret_key import data_dir_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("INFERENCEKEY_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
-_INSECURE_KEY = "insecure-dev-key-set-SECRET_KEY-in-production"
-SECRET_KEY = env_str("SECRET_KEY", _INSECURE_KEY)
+_INSECURE_KEY = "insecure-dev-key-set-SECRET_KEY-in-production"  # refused by the production settings
+# Without SECRET_KEY: a random key generated once into the data dir (mode 0600), never a public one.
+SECRET_KEY = env_str("SECRET_KEY") or data_dir_secret_key(DATA_DIR)
+# Seals workload secrets at rest (lib/sealing.py); derived from SECRET_KEY when unset.
+INFERENCEKEY_SECRETS_KEY = env_str("INFERENCEKEY_SECRETS_KEY")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 

@@ -146,5 +146,7 @@ BAD_SPECS: list[tuple[str, dict, str]] = [
     ("command-llamacpp-runs-vllm", vllm_spec(backend="llamacpp", config={"command": "vllm serve m"}), "config.command"),
     ("command-python-module-other", vllm_spec(config={"command": "python3 -m http.server"}), "config.command"),
     ("command-pinned-python-module", vllm_spec(config={"command": "python3 -m vllm.entrypoints.openai.api_server --model m", "vllm_version": "0.6.3"}), "config.command"),
+    ("command-too-long", vllm_spec(config={"command": "vllm serve m" + " --x" * 5000}), "config.command"),
+    ("cron-never-fires", policy("scheduled", {"cron": "0 0 30 2 *"}), "execution_policy_config.cron"),
     ("unknown-field", {**vllm_spec(), "min_vram_gb": 24}, "min_vram_gb"),
 ]

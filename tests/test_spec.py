@@ -107,6 +107,17 @@ def test_next_transitions_alternate():
     assert transitions[1][0] == datetime(2026, 11, 30, 8, 0, tzinfo=ZoneInfo("UTC"))
 
 
+def test_a_stored_cron_that_never_fires_is_never_active_and_has_no_transitions():
+    stored = {"kind": "scheduled", "cron": "0 0 30 2 *", "tz": "UTC", "duration_minutes": 60, "replicas": 1}
+    now = datetime(2026, 11, 27, tzinfo=ZoneInfo("UTC"))
+    assert policies.desired_replicas(stored, now) == 0
+    assert policies.next_transitions(stored, now) == []
+
+
+def test_a_leap_day_cron_is_accepted():
+    assert policies.parse("scheduled", {"cron": "0 0 29 2 *"})["cron"] == "0 0 29 2 *"
+
+
 def test_autoscaling_math_clamps_to_bounds():
     parsed = {"kind": "autoscaling", "min_workers": 1, "max_workers": 3, "target_inflight_per_replica": 4}
     now = datetime(2026, 11, 27, tzinfo=ZoneInfo("UTC"))

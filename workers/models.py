@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import models
 
 from inferencekey_web.lib.ids import new_gpu_id, new_replica_id, new_worker_id
+from inferencekey_web.lib.sealing import SealedJSONField
 
 
 class Worker(models.Model):
@@ -110,7 +111,9 @@ class Replica(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     desired = models.BooleanField(default=True)  # False: the agent must stop it, then the row goes
     generation = models.PositiveIntegerField(default=0)  # the workload generation it was rendered for
-    launch = models.JSONField(default=dict)  # {backend, argv, env, health_path, api_base, warmup, vllm_version}
+    # {backend, argv, env, health_path, api_base, warmup, vllm_version}; argv and env (the workload's
+    # secrets) are encrypted at rest, the rest stays readable to the gateway's route query.
+    launch = SealedJSONField(default=dict, sealed_keys=("argv", "env"))
     spec_hash = models.CharField(max_length=64, blank=True)
     port = models.PositiveIntegerField(null=True, blank=True)
     vram_mb = models.PositiveIntegerField(default=0)  # the placement estimate it reserves

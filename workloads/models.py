@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.db import models
 
 from inferencekey_web.lib.ids import new_workload_id
+from inferencekey_web.lib.sealing import SealedJSONField
 
 
 class Phase(models.TextChoices):
@@ -33,7 +34,7 @@ class Workload(models.Model):
     model_name = models.CharField(max_length=255)
     backend = models.CharField(max_length=63)
     task_type = models.CharField(max_length=32, default="text2text")
-    config = models.JSONField(null=True, blank=True)
+    config = SealedJSONField(null=True, blank=True)  # encrypted at rest: commands carry HF_TOKEN=… and the like
     execution_policy = models.CharField(max_length=16, null=True, blank=True)
     execution_policy_config = models.JSONField(null=True, blank=True)
     worker_id = models.CharField(max_length=32, null=True, blank=True)

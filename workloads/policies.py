@@ -191,6 +191,8 @@ def _parse_scheduled(c: _Collector, config: dict | None, ctx: PolicyContext) -> 
     cron = config["cron"]
     if not isinstance(cron, str) or len(cron.split()) != 5 or not croniter.is_valid(cron):
         c.add(".cron", "must be a valid 5-field cron expression, e.g. '0 2 * * *'")
+    elif not cron_fires(cron):
+        c.add(".cron", f"{cron!r} never fires (no date matches it, e.g. 30 February): the workload would never run")
     tz = config.get("timezone", "UTC")
     if not isinstance(tz, str) or not _zone_ok(tz):
         c.add(".timezone", f"unknown time zone {tz!r}: use an IANA name such as Europe/Madrid or UTC")
@@ -339,6 +341,22 @@ def _parse_autoscaling(c: _Collector, config: dict | None, ctx: PolicyContext) -
 # --- replica math ------------------------------------------------------------------------
 
 
+# A valid cron fires at least every 4 years (29 February) - 8 across a skipped leap year (2100).
+_CRON_SEARCH_YEARS = 9
+
+
+def cron_fires(cron: str) -> bool:
+    """Whether a valid cron expression matches any date at all (`0 0 30 2 *` matches none).
+
+    croniter gives up after a bounded search (max_years_between_matches), so this cannot loop."""
+    start = datetime(2026, 1, 1)
+    try:
+        croniter(cron, start, max_years_between_matches=_CRON_SEARCH_YEARS).get_next(datetime)
+    except (CroniterError, ValueError, OverflowError):
+        return False
+    return True
+
+
 def schedule_active(policy: dict, now: datetime) -> bool:
     """Whether a scheduled policy is inside an active period at `now` (aware datetime)."""
     if "window" in policy:
@@ -352,7 +370,11 @@ def schedule_active(policy: dict, now: datetime) -> bool:
         return (today in w["days"] and minute >= w["start"]) or (yesterday in w["days"] and minute < w["end"])
     tz = ZoneInfo(policy.get("tz", "UTC"))
     local = now.astimezone(tz)
-    last_fire = croniter(policy["cron"], local + timedelta(seconds=1)).get_prev(datetime)
+    try:
+        last_fire = croniter(policy["cron"], local + timedelta(seconds=1),
+                             max_years_between_matches=_CRON_SEARCH_YEARS).get_prev(datetime)
+    except CroniterError:
+        return False  # a stored schedule that never fires (refused on input since): never active
     return local < last_fire + timedelta(minutes=policy.get("duration_minutes", 60))
 
 
@@ -385,7 +407,7 @@ def next_transitions(policy: dict, now: datetime, count: int = 5) -> list[tuple[
     tz = ZoneInfo(policy.get("tz", "UTC"))
     duration = timedelta(minutes=policy.get("duration_minutes", 60))
     start = now.replace(second=0, microsecond=0)
-    fires = croniter(policy["cron"], (start - duration).astimezone(tz))
+    fires = croniter(policy["cron"], (start - duration).astimezone(tz), max_years_between_matches=_CRON_SEARCH_YEARS)
     candidates: set[datetime] = set()
     out: list[tuple[datetime, bool]] = []
     state = schedule_active(policy, now)

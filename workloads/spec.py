@@ -35,6 +35,7 @@ WIRE_FIELDS = (
 # Output-only keys a client may echo back in a PATCH; ignored rather than rejected.
 READ_ONLY_FIELDS = {"id", "project_id", "project_slug", "workload_slug", "created_at", "updated_at",
                     "generation", "observed_generation", "phase", "status", "message", "endpoint_url"}
+MAX_COMMAND_LENGTH = 16 * 1024
 _VERSION = re.compile(r"^v?\d+(\.\d+){0,3}([.+-]?[0-9A-Za-z.]+)?$")
 
 
@@ -247,6 +248,9 @@ def _validate_config(config: Any, backend: str | None, add) -> None:
             add("config.command", f"is required for the {backend} backend (the command that launches the server)")
     elif not isinstance(command, str) or not command.strip():
         add("config.command", "must be a non-empty string")
+    elif len(command) > MAX_COMMAND_LENGTH:
+        # The command travels in every heartbeat answer of the worker running it.
+        add("config.command", f"must be at most {MAX_COMMAND_LENGTH} characters (got {len(command)})")
     elif backend is not None and backend not in COMMAND_BACKENDS and backend in BUILTIN_BACKENDS:
         add("config.command", f"the {backend} backend builds its own launch command from the model; leave command unset")
     else:

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from django.db import connection
 from django.http import HttpResponse
 
+from inferencekey_web.lib import sealing
+
 from .models import Workload
 
 LIST_COLUMNS = (
@@ -117,4 +119,5 @@ def _build_list_json(project_id: str) -> str:
         return json.dumps(items, separators=(",", ":"))
     with connection.cursor() as cursor:
         cursor.execute(sql, [project_id])
-        return cursor.fetchone()[0]
+        # `config` is sealed at rest (it may carry HF_TOKEN=…); the SDK gets it back as sent.
+        return sealing.open_in_json_text(cursor.fetchone()[0])
