@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo
 from django import forms
 from django.core.exceptions import ValidationError
 
+from inferencekey_web.lib.slugs import MAX_SLUG_LENGTH, canonical_slug
+
 from . import policies
 from . import spec as specs
 
@@ -45,6 +47,11 @@ _POLICY_CONFIG = {
     "workers.private_worker_ids": "private_worker_ids",
 }
 _INDEX = re.compile(r"\[\d+\]$")
+
+
+def slug_from_name(name: str) -> str:
+    """The slug a blank slug field becomes: the SDK's canonicalisation of the name, cut to fit."""
+    return canonical_slug(name or "")[:MAX_SLUG_LENGTH].rstrip("-")
 
 
 def field_for_path(path: str) -> str | None:
@@ -209,8 +216,8 @@ class WorkloadForm(forms.Form):
     replicas = _int("Replicas", initial=1)
     schedule_kind = forms.ChoiceField(label="Schedule", required=False, initial="window",
                                       choices=[("window", "Weekly window"), ("cron", "Cron")])
-    window = forms.CharField(required=False, help_text="e.g. Mon-Fri 08:00-20:00 Europe/Madrid")
-    cron = forms.CharField(required=False, help_text="5 fields, e.g. 0 2 * * *")
+    window = forms.CharField(label="Weekly window", required=False, help_text="e.g. Mon-Fri 08:00-20:00 Europe/Madrid")
+    cron = forms.CharField(label="Cron", required=False, help_text="5 fields, e.g. 0 2 * * *")
     timezone = forms.CharField(label="Time zone", required=False, help_text="IANA name; UTC when empty.")
     duration_minutes = _int("Active for (minutes)", help_text="After each cron fire; 60 when empty.")
 
@@ -236,6 +243,10 @@ class WorkloadForm(forms.Form):
         if current is not None and "initial" not in kwargs:
             kwargs["initial"] = fields_from_wire(current)
         super().__init__(*args, **kwargs)
+        # A blank slug is derived from the name (clean()); the placeholder previews it, and
+        # static/js/app.js keeps the preview current as the name is typed.
+        self.fields["name"].widget.attrs["data-slug-source"] = "id_slug"
+        self.preview_slug(self.data.get("name") if self.is_bound else self.initial.get("name"))
         self.project, self.current = project, current
         self.ctx = ctx
         self.wire_override: dict | None = None
@@ -244,6 +255,9 @@ class WorkloadForm(forms.Form):
         self.patch: dict | None = None  # edit only: the wire keys the user changed
         if project is not None:
             self._load_choices(project)
+
+    def preview_slug(self, name) -> None:
+        self.fields["slug"].widget.attrs["placeholder"] = slug_from_name(name) if isinstance(name, str) else ""
 
     @classmethod
     def from_wire(cls, wire, *, project=None, ctx=None) -> WorkloadForm:
@@ -275,6 +289,10 @@ class WorkloadForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
+        if not cleaned.get("slug"):
+            # Blank slug: keep the stored one on edit, derive it from the name on create.
+            current_slug = (self.current or {}).get("slug")
+            cleaned["slug"] = current_slug or slug_from_name(cleaned.get("name") or "")
         if self.wire_override is not None:
             candidate = self.wire_override
         else:
@@ -310,14 +328,28 @@ class WorkloadForm(forms.Form):
         return values
 
     def add_spec_errors(self, errors: dict[str, list[str]]) -> None:
-        """Put each spec error on its field; the message keeps the spec path it came from."""
+        """Put each spec error on its field, worded with the field's label (`self.spec_errors`
+        keeps the spec paths); errors no field shows keep their path, above the form."""
         for path, messages in errors.items():
             self.spec_errors.setdefault(path, []).extend(messages)
             field = field_for_path(path)
             if field is not None and field in self.errors and self.wire_override is None:
                 continue  # the field already says it cannot be read (e.g. not a number)
             for message in messages:
-                self.add_error(field, f"{path}: {message}")
+                self.add_error(field, self.error_text(path, message))
+
+    def error_text(self, path: str, message: str) -> str:
+        """`execution_policy_config.window` + `is required` → `Weekly window is required.`"""
+        field = field_for_path(path)
+        if field is None:
+            return f"{path}: {message}"
+        label = str(self.fields[field].label or field.replace("_", " ").capitalize())
+        item = _INDEX.search(path)
+        if item:
+            label += f", item {int(item.group()[1:-1]) + 1}"
+        if message.split(" ", 1)[0] in ("is", "must", "cannot", "should", "may", "has", "needs", "does"):
+            return f"{label} {message}."
+        return f"{label}: {message}"
 
     def shown_sections(self) -> dict[str, bool]:
         """Which parts of the form apply to the chosen backend and policy."""
@@ -353,20 +385,29 @@ def loose_values(form: WorkloadForm) -> dict:
     return values
 
 
-def schedule_preview(form: WorkloadForm, zone: str | None, now: datetime, count: int = 5) -> dict:
-    """The next `count` transitions of the form's schedule, in `zone` (else the schedule's own)."""
+def _when(moment: datetime) -> str:
+    # Formatted here, not with the template's `date` filter, which would convert to the server's zone.
+    return moment.strftime("%a %Y-%m-%d %H:%M")
+
+
+def schedule_preview(form: WorkloadForm, viewer_zone: str | None, now: datetime, count: int = 5) -> dict:
+    """The next `count` transitions of the form's schedule in the schedule's own zone, and also in
+    the viewer's zone (`viewer_zone`, from the browser) when that differs."""
     values = loose_values(form)
     try:
         policy = policies.parse("scheduled", policy_config_from_fields("scheduled", values))
     except policies.PolicyErrors as exc:
-        return {"error": "; ".join(f"{p}: {m}" for p, ms in exc.errors.items() for m in ms), "transitions": []}
-    own_zone = policy["window"]["tz"] if "window" in policy else policy.get("tz", "UTC")
-    tz = ZoneInfo(zone or own_zone)
-    return {
-        "error": "",
-        "zone": str(tz),
-        "transitions": [(when.astimezone(tz), active) for when, active in next_transitions(policy, now, count)],
-    }
+        return {"error": "; ".join(form.error_text(p, m) for p, ms in exc.errors.items() for m in ms),
+                "transitions": []}
+    zone = policy["window"]["tz"] if "window" in policy else policy.get("tz", "UTC")
+    own = ZoneInfo(zone)
+    viewer = ZoneInfo(viewer_zone) if viewer_zone and viewer_zone != zone else None
+    transitions = [
+        {"at": _when(when.astimezone(own)), "active": active,
+         "viewer_at": _when(when.astimezone(viewer)) if viewer else ""}
+        for when, active in next_transitions(policy, now, count)
+    ]
+    return {"error": "", "zone": zone, "viewer_zone": str(viewer) if viewer else "", "transitions": transitions}
 
 
 next_transitions = policies.next_transitions

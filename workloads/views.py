@@ -6,6 +6,7 @@ One URL, one view, one template serve the full page and its htmx fragment
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
 from pprint import pformat
@@ -130,6 +131,7 @@ def _unbound(form: WorkloadForm, project, current=None) -> WorkloadForm:
     """The same values as an unbound form: shows the fields for a new backend/policy, judges nothing."""
     unbound = WorkloadForm(project=project, current=current)
     unbound.initial = {name: form[name].value() for name in form.fields}
+    unbound.preview_slug(unbound.initial.get("name"))
     return unbound
 
 
@@ -230,14 +232,26 @@ def _live_context(workload: Workload) -> dict:
     settled = (workload.observed_generation == workload.generation
                and workload.phase in (Phase.READY, Phase.STOPPED, Phase.ERROR)
                and all(r.state in _SETTLED_REPLICA_STATES for r in replicas))
+    poll_seconds = 15 if settled else 2  # poll fast while something moves, slowly once settled
     return {
         "workload": workload,
         "timeline": [e for e in reversed(events) if e.generation == workload.generation],
         "events": events[:15],
         "replicas": replicas,
-        # Poll fast while something is moving, slowly once settled (autoscaling can still move).
-        "poll_seconds": 15 if settled else 2,
+        "poll_seconds": poll_seconds,
+        "live_version": _live_version(workload, events, replicas, poll_seconds),
     }
+
+
+def _live_version(workload: Workload, events: list, replicas: list, poll_seconds: int) -> str:
+    """A digest of everything the live section shows: a poll that would render the same answers 204
+    and htmx swaps nothing, so open details, the log's scroll and text selections stay put."""
+    shown = [workload.phase, workload.message, workload.generation, workload.observed_generation,
+             workload.ready_replicas, workload.desired_replicas, poll_seconds, [e.id for e in events]]
+    for r in replicas:
+        shown.append([r.id, r.state, r.desired, r.port, r.restarts, r.message, r.log_tail, r.worker_id,
+                      r.worker.name if r.worker else None, [g.id for g in r.gpus.all()]])
+    return hashlib.sha256(json.dumps(shown, default=str).encode()).hexdigest()[:16]
 
 
 def endpoint_url(workload: Workload) -> str:
@@ -260,7 +274,10 @@ def workload_live(request, project, slug: str):
     if workload is None:
         # 286 tells htmx to stop polling a workload that is gone.
         return HttpResponse('<p class="empty">This workload was deleted.</p>', status=286)
-    return render(request, "workloads/detail.html#live", {"project": project, **_live_context(workload)})
+    ctx = _live_context(workload)
+    if request.GET.get("v") == ctx["live_version"]:
+        return HttpResponse(status=204)  # unchanged: htmx keeps the section as it is
+    return render(request, "workloads/detail.html#live", {"project": project, **ctx})
 
 
 class TestEndpointForm(forms.Form):

@@ -35,3 +35,10 @@ def usd(value, places: int = 2) -> str:
     if value is None or value == "":
         return "—"
     return f"${Decimal(str(value)):,.{int(places)}f}"
+
+
+@register.filter
+def labelled(field) -> str:
+    """A field's first error, starting with the field's label (for the summary above a form)."""
+    error, label = str(field.errors[0]), str(field.label)
+    return error if error.startswith(label) else f"{label}: {error}"

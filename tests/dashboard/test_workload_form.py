@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import time_machine
 from django.urls import reverse
 
 from workloads import policies
@@ -28,7 +29,10 @@ def _with_server_defaults(wire: dict) -> dict:
 
 
 def _html_round_trip(wire: dict) -> bool:
-    """Whether an HTML form post can say exactly what this wire dict says."""
+    """Whether an HTML form post can say exactly what this wire dict says (not a blank slug:
+    the form derives it from the name)."""
+    if not wire.get("slug"):
+        return False
     form = WorkloadForm(data=fields_from_wire(wire))
     return _with_server_defaults(wire_from_fields(form._clean_values(form.data))) == _with_server_defaults(wire)
 
@@ -51,19 +55,61 @@ def test_bad_spec_through_form_has_the_validator_error_keys(project, case, spec,
 
 
 @pytest.mark.parametrize("case,spec,field", BAD_SPECS, ids=IDS)
-def test_bad_spec_error_lands_on_the_field_its_path_names(project, case, spec, field):
+def test_bad_spec_error_lands_on_the_field_its_path_names_worded_with_its_label(project, case, spec, field):
     form = WorkloadForm.from_wire(spec, project=project)
     form.is_valid()
-    shown_on = field_for_path(field) or "__all__"
-    assert any(message.startswith(f"{field}: ") for message in form.errors[shown_on])
+    shown_on = field_for_path(field)
+    messages = form.errors[shown_on or "__all__"]
+    if shown_on is None:  # no field shows it: the path says where it is
+        assert any(message.startswith(f"{field}: ") for message in messages)
+    else:
+        label = str(form.fields[shown_on].label or shown_on.replace("_", " ").capitalize())
+        assert any(message.startswith(label) for message in messages)
+        assert not any(message.startswith(f"{field}:") for message in messages)
 
 
 @pytest.mark.parametrize("case,spec,field", HTML_ROWS, ids=[r[0] for r in HTML_ROWS])
-def test_bad_spec_posted_as_html_form_shows_its_path(client, tenant, users, project, case, spec, field):
+def test_bad_spec_posted_as_html_form_marks_its_field_invalid(client, tenant, users, project, case, spec, field):
     url = reverse("workloads:create", kwargs={"team": tenant.team.slug, "project": project.slug})
     response = login_as(client, users, "member").post(url, fields_from_wire(spec))
-    assert response.status_code == 400 and f"{field}: ".encode() in response.content
+    shown_on = field_for_path(field)
+    assert response.status_code == 400
+    if shown_on is not None:
+        assert f'data-field-error="{shown_on}"'.encode() in response.content
     assert not Workload.objects.filter(project=project).exists()
+
+
+def test_window_error_is_worded_with_the_field_label_not_the_spec_path(client, tenant, users, project):
+    url = reverse("workloads:create", kwargs={"team": tenant.team.slug, "project": project.slug})
+    data = fields_from_wire(vllm_spec(execution_policy="scheduled", execution_policy_config={"window": "nonsense"}))
+    response = login_as(client, users, "member").post(url, data)
+    text = response.content.decode()
+    assert response.status_code == 400 and 'data-field-error="window">Weekly window' in text
+    assert "execution_policy_config.window:" not in text
+    assert 'id="id_window" aria-invalid="true"' in text or ('aria-invalid="true"' in text and 'href="#id_window"' in text)
+
+
+def test_blank_slug_is_derived_from_the_name_on_create(client, tenant, users, project):
+    url = reverse("workloads:create", kwargs={"team": tenant.team.slug, "project": project.slug})
+    data = fields_from_wire(vllm_spec(name="Support Bot (EU) v2", slug=""))
+    response = login_as(client, users, "member").post(url, data)
+    assert response.status_code == 302 and Workload.objects.get(project=project).slug == "support-bot-eu-v2"
+
+
+def test_blank_slug_keeps_the_stored_slug_on_edit(client, tenant, users, project):
+    from workloads import services
+
+    workload = services.workload_create(project=project, data=vllm_spec())
+    url = reverse("workloads:edit", kwargs={"team": tenant.team.slug, "project": project.slug, "slug": workload.slug})
+    response = login_as(client, users, "member").post(url, fields_from_wire(vllm_spec(name="Renamed", slug="")))
+    workload.refresh_from_db()
+    assert response.status_code == 302 and (workload.name, workload.slug) == ("Renamed", "support-bot")
+
+
+def test_slug_field_previews_the_slug_derived_from_the_name(client, tenant, users, project):
+    url = reverse("workloads:create", kwargs={"team": tenant.team.slug, "project": project.slug})
+    response = login_as(client, users, "member").post(url, {"name": "Support Bot", "backend": "ollama", "_refresh": "1"})
+    assert b'placeholder="support-bot"' in response.content and b'data-slug-source="id_slug"' in response.content
 
 
 def test_most_bad_specs_are_expressible_as_html_posts():
@@ -165,7 +211,7 @@ def test_schedule_preview_lists_five_transitions(client, tenant, users, project)
 def test_schedule_preview_explains_a_bad_cron(client, tenant, users, project):
     url = reverse("workloads:schedule_preview", kwargs={"team": tenant.team.slug, "project": project.slug})
     response = login_as(client, users, "member").post(url, {"schedule_kind": "cron", "cron": "61 * * * *"})
-    assert b"execution_policy_config.cron" in response.content
+    assert b"Cron must be a valid 5-field cron expression" in response.content
 
 
 @pytest.mark.parametrize("config", [{"cron": "0 2 * * *"}, {"cron": "30 9 * * 1-5", "duration_minutes": 600,
@@ -181,3 +227,22 @@ def test_pool_preview_filters_by_cuda_and_projects_cost(client, tenant, users, p
     data = {"cuda_version": "13.0", "gpu_pool": ["NVIDIA H100 80GB HBM3"], "min_workers": "1", "max_workers": "4"}
     response = login_as(client, users, "member").post(url, data)
     assert b"Projected cost" in response.content and b"AMD" not in response.content
+
+
+def test_schedule_preview_shows_transitions_in_the_schedules_own_zone(client, tenant, users, project):
+    url = reverse("workloads:schedule_preview", kwargs={"team": tenant.team.slug, "project": project.slug})
+    response = login_as(client, users, "member").post(url, {"schedule_kind": "window",
+                                                              "window": "Mon-Fri 08:00-20:00 Europe/Madrid"})
+    text = response.content.decode()
+    assert "08:00 Europe/Madrid" in text and "20:00 Europe/Madrid" in text
+    assert "07:00" not in text and "19:00" not in text and "06:00" not in text  # not the UTC times
+
+
+def test_schedule_preview_also_shows_the_viewers_zone_labelled(client, tenant, users, project):
+    url = reverse("workloads:schedule_preview", kwargs={"team": tenant.team.slug, "project": project.slug})
+    client.cookies["tz"] = "America/New_York"
+    with time_machine.travel(datetime(2026, 1, 5, 12, 0, tzinfo=UTC), tick=False):  # winter: Madrid = UTC+1
+        response = login_as(client, users, "member").post(url, {"schedule_kind": "window",
+                                                                  "window": "Mon-Fri 08:00-20:00 Europe/Madrid"})
+    text = response.content.decode()
+    assert "Mon 2026-01-05 20:00 Europe/Madrid" in text and "(Mon 2026-01-05 14:00 America/New_York)" in text
