@@ -215,6 +215,12 @@ CELERY_BEAT_SCHEDULE = {
 WORKER_OFFLINE_AFTER_S = env_int("INFERENCEKEY_WORKER_OFFLINE_AFTER_S", 60)
 WORKER_RESCHEDULE_AFTER_S = env_int("INFERENCEKEY_WORKER_RESCHEDULE_AFTER_S", 120)
 HEARTBEAT_INTERVAL_S = env_float("INFERENCEKEY_HEARTBEAT_INTERVAL_S", 3.0)
+# The shared (team-less) local worker `up` starts: a one-machine convenience where every team's
+# engines run as this machine's user. On here; off under the production settings unless opted in.
+ALLOW_SHARED_WORKER = env_bool("INFERENCEKEY_ALLOW_SHARED_WORKER", True)
+
+# Readiness SSE streams (`wait_until_ready`) one SDK token may hold open per web process (429 past it).
+READINESS_MAX_STREAMS_PER_TOKEN = env_int("INFERENCEKEY_READINESS_MAX_STREAMS_PER_TOKEN", 20)
 
 # Gateway (data plane): route/key cache and upstream limits.
 # Keys and routes are never served from the cache past this age (refreshed ahead at half of it):
