@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from inferencekey_web.lib import base_url as base_url_file
 from workers import services
 from workers.models import Worker
 
@@ -60,6 +61,8 @@ class Command(BaseCommand):
     def handle(self, *args, port: int, host: str, no_agent: bool, agent_path: str, **options):
         call_command("migrate", interactive=False, verbosity=0)
         base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        # `bootstrap` (another process) prints this one, whatever --port was chosen.
+        base_url_file.record(settings.DATA_DIR, os.environ.get("INFERENCEKEY_BASE_URL", base_url))
         env = {**os.environ, "INFERENCEKEY_BASE_URL": os.environ.get("INFERENCEKEY_BASE_URL", base_url),
                # The local agent is on loopback: a fast heartbeat costs little and is how it learns of
                # new replicas (the protocol is pull); state changes are reported at once anyway.
