@@ -8,6 +8,8 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_in, user_login_failed
 
+        from inferencekey_web import checks  # noqa: F401  (registers the deploy checks)
+
         from . import throttle
 
         user_login_failed.connect(throttle.on_login_failed, dispatch_uid="accounts.throttle.failed")

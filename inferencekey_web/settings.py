@@ -163,6 +163,18 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 REQUEST_BODY_LIMITS = [
     ("/api/agent/register", 64 * 1024),  # unauthenticated until the join token is checked
     ("/api/agent/heartbeat", 2 * 1024 * 1024),  # replica states with log tails (4 KiB each)
+# The console backend suits one machine; `check --deploy` refuses it (inferencekey_web/checks.py):
+# production sets a delivering backend, e.g. smtp with the EMAIL_HOST… variables below.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "InferenceKey <noreply@localhost>")
+
+REST_FRAMEWORK = {
     ("/api/", 1024 * 1024),  # workload specs are a few KiB
 ]
 

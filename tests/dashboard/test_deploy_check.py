@@ -19,9 +19,17 @@ def _check(env_changes: dict) -> subprocess.CompletedProcess:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
+SMTP = {"EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend", "EMAIL_HOST": "smtp.example.com"}
+
+
 def test_deploy_check_passes_with_production_settings():
-    result = _check({"SECRET_KEY": secrets.token_urlsafe(64)})
+    result = _check({"SECRET_KEY": secrets.token_urlsafe(64), **SMTP})
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_deploy_check_refuses_the_console_email_backend():
+    result = _check({"SECRET_KEY": secrets.token_urlsafe(64)})
+    assert result.returncode != 0 and "inferencekey.E001" in result.stdout + result.stderr
 
 
 def test_production_settings_refuse_a_missing_secret_key():
