@@ -151,10 +151,6 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
-EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
-DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "InferenceKey <noreply@localhost>")
-
-REST_FRAMEWORK = {
 # Request bodies: refused over these caps before Django reads them (inferencekey_web/lib/body_limits.py,
 # in front of Django in asgi.py); the first matching path prefix wins, else DATA_UPLOAD_MAX_MEMORY_SIZE.
 # Nothing here takes file uploads, so nothing is ever spooled to disk past the caps.
@@ -163,6 +159,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 REQUEST_BODY_LIMITS = [
     ("/api/agent/register", 64 * 1024),  # unauthenticated until the join token is checked
     ("/api/agent/heartbeat", 2 * 1024 * 1024),  # replica states with log tails (4 KiB each)
+    ("/api/", 1024 * 1024),  # workload specs are a few KiB
+]
+
 # The console backend suits one machine; `check --deploy` refuses it (inferencekey_web/checks.py):
 # production sets a delivering backend, e.g. smtp with the EMAIL_HOST… variables below.
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
@@ -175,9 +174,6 @@ EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "InferenceKey <noreply@localhost>")
 
 REST_FRAMEWORK = {
-    ("/api/", 1024 * 1024),  # workload specs are a few KiB
-]
-
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
