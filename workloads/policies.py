@@ -20,7 +20,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 POLICIES = ("fixed", "scheduled", "autoscaling")
 MAX_REPLICAS = 64
@@ -415,7 +415,10 @@ def next_transitions(policy: dict, now: datetime, count: int = 5) -> list[tuple[
     for _ in range(MAX_FIRES):  # a schedule that is always on (`* * * * *`) has no transitions
         if len(out) >= count:
             break
-        fire = fires.get_next(datetime)
+        try:
+            fire = fires.get_next(datetime)
+        except CroniterError:
+            break  # no further fire (a schedule that never fires has no transitions)
         if fire > horizon:
             break
         candidates.update({fire, fire + duration})
