@@ -30,7 +30,9 @@ def broker_down(monkeypatch):
         celery_app._pool = None
         celery_app.amqp._producer_pool = None
 
-    monkeypatch.setitem(celery_app.conf, "broker_url", f"redis://127.0.0.1:{_closed_port()}/0")
+    url = f"redis://127.0.0.1:{_closed_port()}/0"
+    monkeypatch.setenv("CELERY_BROKER_URL", url)  # Celery's conf.broker_url reads the environment first
+    monkeypatch.setitem(celery_app.conf, "broker_url", url)
     monkeypatch.setitem(celery_app.conf, "broker_transport_options", {})
     reset_pools()
     yield
