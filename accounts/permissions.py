@@ -7,11 +7,14 @@ a member below `role` gets 403. The resolved team and membership are put on the 
 from __future__ import annotations
 
 from functools import wraps
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, resolve_url
+from django.utils.http import urlencode
 
 from .models import Membership, Project, Role
 
@@ -38,8 +41,13 @@ def team_view(role: str = Role.VIEWER, *, project: bool = False):
 
     def decorator(view):
         @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if not request.user.is_authenticated and getattr(request, "htmx", False):
+                return htmx_login_redirect(request)
+            return logged_in(request, *args, **kwargs)
+
         @login_required
-        def wrapper(request, *args, team: str, **kwargs):
+        def logged_in(request, *args, team: str, **kwargs):
             membership = membership_for(request.user, team)
             request.team, request.membership = membership.team, membership
             if request.session.get(LAST_TEAM_SESSION_KEY) != team:  # no session write on every page
@@ -55,6 +63,17 @@ def team_view(role: str = Role.VIEWER, *, project: bool = False):
         return wrapper
 
     return decorator
+
+
+def htmx_login_redirect(request) -> HttpResponse:
+    """An htmx request from a session that expired: send the whole page to the login form
+    (HX-Redirect), back to the page the user was on, instead of swapping the login page into
+    a table. 401, so anything else reading it does not mistake it for content."""
+    current = urlsplit(request.headers.get("HX-Current-URL", ""))
+    back = current.path + (f"?{current.query}" if current.query else "") if current.path else request.path
+    response = HttpResponse(status=401)
+    response["HX-Redirect"] = f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': back})}"
+    return response
 
 
 def can(request, role: str) -> bool:

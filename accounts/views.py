@@ -294,6 +294,7 @@ def _remove(request, membership: Membership, done: str):
 
 # --- SDK tokens and API keys ------------------------------------------------------------------
 
+ISSUED_SESSION_KEY = "issued_secret"
 _CREDENTIALS = {
     "tokens": {"model": SdkToken, "form": SdkTokenForm, "template": "accounts/sdk_tokens.html"},
     "keys": {"model": DataKey, "form": DataKeyForm, "template": "accounts/data_keys.html"},
@@ -320,12 +321,12 @@ def _credentials_page(request, project, kind: str, form=None, issued=None, statu
 
 @team_view(project=True)
 def sdk_tokens(request, project):
-    return _credentials_page(request, project, "tokens")
+    return _credentials_page(request, project, "tokens", issued=_pop_issued(request, project, "tokens"))
 
 
 @team_view(project=True)
 def data_keys(request, project):
-    return _credentials_page(request, project, "keys")
+    return _credentials_page(request, project, "keys", issued=_pop_issued(request, project, "keys"))
 
 
 @never_cache
@@ -342,8 +343,20 @@ def credential_create(request, project, kind: str):
         issued = services.sdk_token_create(scopes=form.cleaned_data["scopes"], **common)
     else:
         issued = services.data_key_create(workloads=form.chosen_workloads(), **common)
-    # Rendered, not redirected: the full value exists only in this response.
-    return _credentials_page(request, project, kind, issued=issued)
+    # Post/redirect/get: a reload of the page showing the secret must not create another one. The
+    # value waits in the session for the redirected GET, which shows it once and forgets it.
+    request.session[ISSUED_SESSION_KEY] = {"project": str(project.pk), "kind": kind, "value": issued.value}
+    return redirect(f"accounts:{'sdk_tokens' if kind == 'tokens' else 'data_keys'}",
+                    team=request.team.slug, project=project.slug)
+
+
+def _pop_issued(request, project, kind: str) -> dict | None:
+    """The secret just created for this list, once: the session forgets it as it is read."""
+    issued = request.session.get(ISSUED_SESSION_KEY)
+    if not issued or issued.get("project") != str(project.pk) or issued.get("kind") != kind:
+        return None
+    del request.session[ISSUED_SESSION_KEY]
+    return issued
 
 
 @require_POST

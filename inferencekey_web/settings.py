@@ -24,6 +24,7 @@ SECRET_KEY = env_str("SECRET_KEY") or data_dir_secret_key(DATA_DIR)
 INFERENCEKEY_SECRETS_KEY = env_str("INFERENCEKEY_SECRETS_KEY")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+CSRF_FAILURE_VIEW = "inferencekey_web.error_pages.csrf_failure"  # a branded page, not Django's debug-style one
 
 # The public URL users and the SDK reach this server at (printed by `bootstrap`).
 BASE_URL = env_str("INFERENCEKEY_BASE_URL", "http://127.0.0.1:8000").rstrip("/")

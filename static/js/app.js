@@ -105,8 +105,10 @@
     showError("The server took too long to answer; try again.");
   });
   document.addEventListener("htmx:responseError", function (event) {
-    var status = event.detail.xhr ? event.detail.xhr.status : 0;
-    var text = {
+    var xhr = event.detail.xhr;
+    var status = xhr ? xhr.status : 0;
+    var told = xhr && xhr.getResponseHeader("X-Error-Message");
+    var text = told || {
       401: "Your session has ended: log in again.",
       403: "Your role in this team does not allow this.",
       404: "Not found: it may have been deleted.",

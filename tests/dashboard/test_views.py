@@ -120,13 +120,26 @@ def test_admin_removes_a_viewer(client, tenant, users):
 # --- SDK tokens and API keys ------------------------------------------------------------------------
 
 
-def test_sdk_token_secret_is_shown_once(client, tenant, users):
+def test_sdk_token_secret_is_shown_once_after_a_redirect(client, tenant, users):
     url = reverse("accounts:sdk_token_create", kwargs=_project_kwargs(tenant))
-    created = login_as(client, users, "admin").post(url, {"name": "ci", "scopes": ["workload:read"]})
+    created = login_as(client, users, "admin").post(url, {"name": "ci", "scopes": ["workload:read"]}, follow=True)
     token = SdkToken.objects.get(name="ci")
     listing = client.get(reverse("accounts:sdk_tokens", kwargs=_project_kwargs(tenant)))
-    assert f"ik_sdk_{token.lookup_id}_".encode() in created.content and "no-store" in created["Cache-Control"]
+    assert created.redirect_chain[-1][1] == 302 and f"ik_sdk_{token.lookup_id}_".encode() in created.content
+    assert "no-store" in created["Cache-Control"]
     assert f"ik_sdk_{token.lookup_id}_".encode() not in listing.content and token.display.encode() in listing.content
+
+
+@pytest.mark.parametrize("kind,data", [("sdk_token", {"name": "ci", "scopes": ["workload:read"]}),
+                                       ("data_key", {"name": "app", "all_workloads": "all"})])
+def test_reloading_the_page_with_a_new_secret_creates_nothing(client, tenant, users, kind, data):
+    model = SdkToken if kind == "sdk_token" else DataKey
+    before = model.objects.count()
+    created = login_as(client, users, "admin").post(reverse(f"accounts:{kind}_create", kwargs=_project_kwargs(tenant)), data)
+    assert created.status_code == 302  # a reload repeats this GET, not the POST
+    client.get(created["Location"])
+    again = client.get(created["Location"])
+    assert model.objects.count() == before + 1 and b"secret-value" not in again.content
 
 
 def test_sdk_token_gets_chosen_scopes(client, tenant, users):
