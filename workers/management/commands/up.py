@@ -72,7 +72,9 @@ class Command(BaseCommand):
         children = [
             Child("web", [py, "-m", "uvicorn", "inferencekey_web.asgi:application", "--host", host, "--port", str(port),
                           "--no-access-log", "--timeout-graceful-shutdown", "5",
-                          "--timeout-keep-alive", str(settings.KEEPALIVE_S)], env),
+                          "--timeout-keep-alive", str(settings.KEEPALIVE_S),
+                          # httptools plus a deadline for request heads (slow-header clients are cut off)
+                          "--http", "inferencekey_web.lib.http_protocol:HeaderTimeoutProtocol"], env),
             Child("celery-worker", [py, "-m", "celery", "-A", "inferencekey_web", "worker", "--pool", "threads",
                                     "--concurrency", "4", "--loglevel", "INFO", "--without-gossip", "--without-mingle"], env),
             Child("celery-beat", [py, "-m", "celery", "-A", "inferencekey_web", "beat", "--loglevel", "INFO",
