@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -20,8 +21,16 @@ class IssuedJoinToken:
     value: str  # shown once
 
 
+class SharedWorkerRefused(Exception):
+    pass
+
+
 def join_token_create(*, team, name: str = "", labels: dict | None = None, accepts_cpu: bool = False,
                       created_by=None, ttl: timedelta = JOIN_TOKEN_TTL) -> IssuedJoinToken:
+    if team is None and not settings.ALLOW_SHARED_WORKER:
+        raise SharedWorkerRefused(
+            "a shared (team-less) worker runs every team's engines as one OS user; it is off under these settings "
+            "(set INFERENCEKEY_ALLOW_SHARED_WORKER=1 to opt in)")
     minted = credentials.mint(credentials.JOIN_PREFIX)
     record = JoinToken.objects.create(
         team=team, name=name, labels=labels or {}, accepts_cpu=accepts_cpu, lookup_id=minted.lookup_id,
@@ -242,6 +251,9 @@ def worker_heartbeat(*, worker: Worker, payload: dict) -> tuple[list[dict], set[
             updated_at__lt=now - timedelta(seconds=5)).delete()
     # `port` is the one argv/env were rendered with (launch["port"]); the agent substitutes the
     # port it really uses and reports that one back.
+    if worker.team_id is None and not settings.ALLOW_SHARED_WORKER:
+        return [], changed_workloads  # a shared worker registered before sharing was turned off runs nothing
+    # Only the replicas placed on this worker: a worker's credential never sees another's launch orders.
     desired = [
         {"id": r.id, "spec_hash": r.spec_hash, "port": r.port, **r.launch}
         for r in Replica.objects.filter(worker=worker, desired=True).exclude(port=None).order_by("created_at")

@@ -96,15 +96,15 @@ def test_signup_project_and_workload_lifecycle(page):
 
     page.click("#new-workload")
     page.fill("#id_name", "Support Bot")
+    assert page.get_attribute("#id_slug", "placeholder") == "support-bot"  # previewed as the name is typed
     page.fill("#id_model_name", "meta-llama/Llama-3.1-8B-Instruct")
-    page.click("#save-workload")  # no slug, no command: refused, errors on those fields
-    assert "slug:" in field_error(page, "slug").inner_text()
-    assert "config.command: is required" in field_error(page, "command").inner_text()
-    assert not Workload.objects.exists()
+    page.click("#save-workload")  # no command: refused, the error is on that field, worded with its label
+    assert field_error(page, "command").inner_text().startswith("Command is required")
+    assert page.evaluate("document.activeElement.id") == "id_command"  # focus moved to it
+    assert field_error(page, "slug").count() == 0 and not Workload.objects.exists()
 
-    page.fill("#id_slug", "support-bot")
     page.fill("#id_command", "vllm serve meta-llama/Llama-3.1-8B-Instruct")
-    page.click("#save-workload")
+    page.click("#save-workload")  # the blank slug is derived from the name
     page.locator("h1", has_text="Support Bot").wait_for()
     assert page.locator("#live [data-state]").first.is_visible()
     assert "WorkloadSpec(" in page.locator("#sdk-snippet").text_content()
@@ -142,7 +142,7 @@ def test_register_worker_shows_join_command(page):
     page.fill("#id_name", "gpu-box-1")
     page.click("text=Create join command")
     command = page.locator("#agent-command").text_content()
-    assert "inferencekey-agent --server" in command and "--join-token ik_join_" in command
+    assert "inferencekey-agent.pyz --server" in command and "IK_JOIN_TOKEN=ik_join_" in command
     page.click("text=Copy")
     page.get_by_role("button", name="Copied").wait_for()
     assert page.evaluate("navigator.clipboard.readText()") == command
@@ -221,3 +221,99 @@ def test_workload_form_works_without_javascript(browser, live_server, catalog):
     page.locator("h1", has_text="Embedder").wait_for()
     assert Workload.objects.get(slug="embedder").policy["gpu_pool"] == ["NVIDIA L40S"]
     context.close()
+
+
+# --- issue 7: live refresh, secrets, expired sessions, errors, contrast, theme -------------------------
+
+
+def _workload_with_a_long_log(team):
+    from workers.models import Replica, Worker
+
+    workload = workload_services.workload_create(project=team.projects.get(), data=vllm_spec())
+    worker = Worker.objects.create(team=team, name="box-1", state=Worker.State.ONLINE)
+    log = "\n".join(f"engine line {i}" for i in range(200))
+    replica = Replica.objects.create(workload=workload, worker=worker, state=Replica.State.STARTING, log_tail=log)
+    return workload, replica
+
+
+def test_live_refresh_keeps_the_log_open_and_scrolled_and_events_open(page):
+    _, team = make_user("owner@example.com")
+    workload, replica = _workload_with_a_long_log(team)
+    log_in(page, "owner@example.com")
+    page.goto("/t/acme/p/demo/workloads/support-bot/")
+    page.click(f"#log-details-{replica.id} > summary")
+    page.click("#events-details > summary")
+    page.eval_on_selector(f"#log-{replica.id}", "el => { el.scrollTop = 400; }")
+    ReadinessEvent.objects.create(workload=workload, generation=1, phase=Phase.BOOTSTRAPPING, message="Loading weights")
+    page.locator("#live", has_text="Loading weights").wait_for()  # the section was swapped by the poll
+    assert page.eval_on_selector(f"#log-details-{replica.id}", "el => el.open")
+    assert page.eval_on_selector("#events-details", "el => el.open")
+    assert page.eval_on_selector(f"#log-{replica.id}", "el => el.scrollTop") == 400
+
+
+def test_reloading_after_creating_a_token_creates_no_other(page):
+    from accounts.models import SdkToken
+
+    make_user("admin@example.com")
+    log_in(page, "admin@example.com")
+    page.goto("/t/acme/p/demo/tokens/")
+    page.fill("#id_name", "ci")
+    page.click("text=Create token")
+    assert page.locator("#secret-value").input_value().startswith("ik_sdk_")
+    page.reload()
+    assert SdkToken.objects.filter(name="ci").count() == 1 and page.locator("#secret-value").count() == 0
+
+
+def test_expired_session_sends_the_page_to_login_instead_of_swapping_it_in(page):
+    _, team = make_user("owner@example.com")
+    workload_services.workload_create(project=team.projects.get(), data=vllm_spec())
+    log_in(page, "owner@example.com")
+    page.goto("/t/acme/p/demo/workloads/support-bot/")
+    page.context.clear_cookies()  # the session expires; the next poll is anonymous
+    page.wait_for_url(re.compile(r"/accounts/login/\?next=%2Ft%2Facme%2Fp%2Fdemo%2Fworkloads%2Fsupport-bot%2F"))
+    assert page.locator("#live").count() == 0
+
+
+def test_test_endpoint_send_shows_a_network_error(page):
+    _, team = make_user("owner@example.com")
+    workload_services.workload_create(project=team.projects.get(), data=vllm_spec())
+    log_in(page, "owner@example.com")
+    page.goto("/t/acme/p/demo/workloads/support-bot/")
+    page.route("**/test/", lambda route: route.abort("internetdisconnected"))
+    page.get_by_role("button", name="Send").click()
+    page.locator("#net-error", has_text="Could not reach the server").wait_for()
+
+
+def _contrast(rgb_a: str, rgb_b: str) -> float:
+    def luminance(rgb: str) -> float:
+        channels = [int(c) / 255 for c in re.findall(r"\d+", rgb)[:3]]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    high, low = sorted((luminance(rgb_a), luminance(rgb_b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_every_badge_tone_meets_wcag_aa_contrast(page, theme):
+    make_user("owner@example.com")
+    log_in(page, "owner@example.com")
+    page.evaluate(f"localStorage.setItem('theme', '{theme}')")
+    page.goto("/t/acme/gpus/")
+    tones = page.evaluate("""() => ['ok', 'busy', 'warn', 'bad', 'idle'].map(tone => {
+        const el = document.createElement('span');
+        el.className = 'badge badge-' + tone; el.textContent = tone; document.querySelector('main').appendChild(el);
+        const style = getComputedStyle(el);
+        return [tone, style.color, style.backgroundColor];
+    })""")
+    ratios = {tone: round(_contrast(color, background), 2) for tone, color, background in tones}
+    assert all(ratio >= 4.5 for ratio in ratios.values()), ratios
+
+
+def test_saved_dark_theme_is_applied_without_waiting_for_the_deferred_script(page):
+    make_user("owner@example.com")
+    log_in(page, "owner@example.com")
+    page.evaluate("localStorage.setItem('theme', 'dark')")
+    page.route("**/js/app.js", lambda route: route.abort())  # only theme.js, in <head>, can apply it
+    page.goto("/t/acme/")
+    assert page.evaluate("document.documentElement.getAttribute('data-theme')") == "dark"
