@@ -24,6 +24,9 @@ DEBUG = env_bool("DEBUG", False)
 if DEBUG:
     raise ImproperlyConfigured("DEBUG must be off in production settings.")
 
+# No shared team-less worker (every team's engines would run as one OS user) unless an operator opts in.
+ALLOW_SHARED_WORKER = env_bool("INFERENCEKEY_ALLOW_SHARED_WORKER", False)
+
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SESSION_COOKIE_HTTPONLY = True

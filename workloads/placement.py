@@ -34,8 +34,10 @@ class Unplaceable(Exception):
 
 def eligible_workers(team_id: str):
     fresh = timezone.now() - timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S)
+    # Shared (team-less) workers run every team's engines as one OS user: only where allowed.
+    usable = Q(team_id=team_id) | Q(team__isnull=True) if settings.ALLOW_SHARED_WORKER else Q(team_id=team_id)
     return (
-        Worker.objects.filter(Q(team_id=team_id) | Q(team__isnull=True), kind=Worker.Kind.PRIVATE,
+        Worker.objects.filter(usable, kind=Worker.Kind.PRIVATE,
                               state=Worker.State.ONLINE, last_heartbeat_at__gte=fresh)
         .prefetch_related("gpus")
         .order_by("created_at")

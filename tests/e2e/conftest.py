@@ -76,9 +76,9 @@ def processes_matching(marker: str) -> list[int]:
 
 
 def engine_pids(data_dir: Path) -> list[int]:
-    """Running stand-in engines started by the stack whose data dir is `data_dir` (engines inherit
-    the agent's environment, which carries it; other stand-ins on this machine are not counted)."""
-    marker = f"INFERENCEKEY_DATA_DIR={data_dir}".encode()
+    """Running stand-in engines started by the stack whose data dir is `data_dir` (their HOME is the
+    scratch dir under its agent state dir; other stand-ins on this machine are not counted)."""
+    marker = f"HOME={data_dir / 'agent' / 'engine-home'}".encode()
     out = []
     for pid in processes_matching("standin_engine/server.py"):
         try:
@@ -125,7 +125,7 @@ def _has_ancestor(pid: int, ancestor: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("stack")
     database_url, drop = _fresh_database(tmp)
     port = free_port()
@@ -137,10 +137,13 @@ def stack(tmp_path_factory):
         "INFERENCEKEY_HEARTBEAT_INTERVAL_S": "1",
         "INFERENCEKEY_SWEEP_INTERVAL_S": "3",
         "DJANGO_SETTINGS_MODULE": "inferencekey_web.settings",
+        **getattr(request.module, "UP_EXTRA_ENV", {}),
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     log = open(tmp / "up.log", "wb")
-    proc = subprocess.Popen([sys.executable, "manage.py", "up", "--port", str(port), "--agent-path", str(STANDIN_BIN)],
+    extra = list(getattr(request.module, "UP_EXTRA_ARGS", ()))  # a test module may ask for e.g. --engine-user
+    proc = subprocess.Popen([sys.executable, "manage.py", "up", "--port", str(port), "--agent-path", str(STANDIN_BIN),
+                             *extra],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     stack = Stack(f"http://127.0.0.1:{port}", tmp, env, proc)
     try:

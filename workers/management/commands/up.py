@@ -23,6 +23,12 @@ from workers import services
 from workers.models import Worker
 
 RESTART_BACKOFF_CAP_S = 30
+# What the local agent inherits from `up`'s environment (see _agent).
+AGENT_ENV = frozenset({
+    "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+})
+AGENT_ENV_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "IK_")
 
 
 class Child:
@@ -57,8 +63,13 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--no-agent", action="store_true", help="do not start the local worker agent")
         parser.add_argument("--agent-path", default="", help="directories prepended to the agent's PATH (engine binaries)")
+        parser.add_argument("--engine-user", default=os.environ.get("IK_ENGINE_USER", ""),
+                            help="run as root: the unprivileged OS user the local agent runs engines as")
 
-    def handle(self, *args, port: int, host: str, no_agent: bool, agent_path: str, **options):
+    def handle(self, *args, port: int, host: str, no_agent: bool, agent_path: str, engine_user: str = "", **options):
+        # Everything the stack writes (database, broker messages, agent credentials, logs) is ours alone.
+        os.umask(0o077)
+        os.chmod(settings.DATA_DIR, 0o700)
         call_command("migrate", interactive=False, verbosity=0)
         base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         # `bootstrap` (another process) prints this one, whatever --port was chosen.
@@ -80,8 +91,11 @@ class Command(BaseCommand):
             Child("celery-beat", [py, "-m", "celery", "-A", "inferencekey_web", "beat", "--loglevel", "INFO",
                                   "--schedule", str(settings.DATA_DIR / "celerybeat-schedule")], env),
         ]
-        if not no_agent:
-            children.append(self._agent(py, base_url, env, agent_path))
+        if not no_agent and not settings.ALLOW_SHARED_WORKER:
+            self.stderr.write("up: not starting the shared local worker: these settings turn it off (every team's "
+                              "engines would run as this machine's user); INFERENCEKEY_ALLOW_SHARED_WORKER=1 opts in")
+        elif not no_agent:
+            children.append(self._agent(py, base_url, env, agent_path, engine_user))
         stopping = False
 
         def on_signal(signum, frame):
@@ -112,7 +126,7 @@ class Command(BaseCommand):
                 child.stop(timeout=20 if child.name == "agent" else 10)
         return None
 
-    def _agent(self, py: str, base_url: str, env: dict, agent_path: str) -> Child:
+    def _agent(self, py: str, base_url: str, env: dict, agent_path: str, engine_user: str = "") -> Child:
         state_dir = Path(settings.DATA_DIR) / "agent"
         state_dir.mkdir(parents=True, exist_ok=True)
         argv = [py, "-m", "workers.agent", "--server", base_url, "--state-dir", str(state_dir), "--name", "local",
@@ -128,8 +142,18 @@ class Command(BaseCommand):
             creds.unlink(missing_ok=True)
             # A shared (team-less), CPU-capable worker: on one machine every team may use it.
             issued = services.join_token_create(team=None, name="local", accepts_cpu=True)
-            argv += ["--join-token", issued.value]
-        agent_env = dict(env)
+            join_token = issued.value
+        else:
+            join_token = ""
+        # The agent gets no control-plane secret (SECRET_KEY, DATABASE_URL, the broker URL …): an
+        # allow-list of the environment; the join token by environment, not argv (visible in `ps`).
+        agent_env = {k: v for k, v in env.items() if k in AGENT_ENV or k.startswith(AGENT_ENV_PREFIXES)}
+        agent_env.update(IK_JOIN_TOKEN=join_token, PYTHONUNBUFFERED="1")
+        if engine_user:
+            agent_env["IK_ENGINE_USER"] = engine_user
+        for name in agent_env.get("IK_ENGINE_ENV", "").split(","):  # variables the operator passes to engines
+            if name.strip() in env:
+                agent_env[name.strip()] = env[name.strip()]
         if agent_path:
             agent_env["PATH"] = agent_path + os.pathsep + agent_env.get("PATH", "")
         return Child("agent", argv, agent_env)
