@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
+from workers import agent_dist
+
 from . import health, views
 
 urlpatterns = [
@@ -12,6 +14,8 @@ urlpatterns = [
     path("api/", include("workloads.api_urls")),
     path("api/", include("workers.api_urls")),
     path("admin/", admin.site.urls),
+    # The worker agent as one file for GPU hosts (see workers/agent_dist.py and the join command).
+    path("agent/" + agent_dist.FILE_NAME, agent_dist.download, name="agent-pyz"),
     # The dashboard (server-rendered, htmx).
     path("", views.home, name="home"),
     path("", include("accounts.urls")),

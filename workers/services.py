@@ -1,6 +1,7 @@
 """Worker writes: join tokens, registration, heartbeats, drain and delete."""
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -40,10 +41,15 @@ def join_token_create(*, team, name: str = "", labels: dict | None = None, accep
 
 
 def agent_command(*, server_url: str, join_token: str, name: str = "") -> str:
-    """The one line an operator runs on the GPU host."""
+    """The one line an operator runs on the GPU host: it needs only python3 (3.11+) and curl. The
+    agent is downloaded from this server (workers/agent_dist.py); the join token goes in the
+    environment, not the argv, so `ps` does not show it."""
+    server = shlex.quote(server_url.rstrip("/"))
+    pyz = shlex.quote(f"{server_url.rstrip('/')}/agent/inferencekey-agent.pyz")
     name_part = f" --name {name}" if name else ""
-    return (f"pip install inferencekey-selfhosted && inferencekey-agent --server {server_url} "
-            f"--join-token {join_token}{name_part} --state-dir ~/.inferencekey-agent")
+    return (f"mkdir -p ~/.inferencekey-agent && curl -fsSL {pyz} -o ~/.inferencekey-agent/inferencekey-agent.pyz && "
+            f"IK_JOIN_TOKEN={shlex.quote(join_token)} python3 ~/.inferencekey-agent/inferencekey-agent.pyz "
+            f"--server {server}{name_part} --state-dir ~/.inferencekey-agent")
 
 
 def _int(value, default: int = 0) -> int:

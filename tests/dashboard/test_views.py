@@ -293,7 +293,8 @@ def test_register_worker_shows_join_command_once(client, tenant, users):
     response = login_as(client, users, "admin").post(reverse("workers:register", kwargs={"team": "acme"}),
                                                      {"name": "gpu box", "labels": "rack=a1"})
     token, page = JoinToken.objects.get(team=tenant.team), html.unescape(response.content.decode())
-    assert f"--join-token ik_join_{token.lookup_id}_" in page and "--name 'gpu box'" in page
+    assert f"IK_JOIN_TOKEN=ik_join_{token.lookup_id}_" in page and "--name 'gpu box'" in page
+    assert "/agent/inferencekey-agent.pyz" in page
     assert token.labels == {"rack": "a1"} and "no-store" in response["Cache-Control"]
 
 
