@@ -84,6 +84,7 @@ class GatewayApp:
         self.max_body = int(_setting("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024))
         self.body_caps: dict[str, int] = dict(_setting("GATEWAY_MAX_BODY_BYTES_BY_ROUTE", {}))
         self.max_buffered_response = int(_setting("GATEWAY_MAX_BUFFERED_RESPONSE_BYTES", 16 * 1024 * 1024))
+        self.body_idle_timeout = float(_setting("REQUEST_BODY_IDLE_TIMEOUT_S", 30.0))
         self.keys = LoadingCache(load_key, ttl=ttl, name="gateway keys")
         self.routes = LoadingCache(load_route, ttl=ttl, name="gateway routes")
         self.balancer = Balancer()
@@ -251,14 +252,19 @@ class GatewayApp:
             raise GatewayError(503, "gateway could not load the workload's routes", "gateway_unavailable",
                                headers=[(b"retry-after", b"1")]) from exc
 
-    @staticmethod
-    async def _read_body(receive, cap: int, rest: str) -> bytes:
+    async def _read_body(self, receive, cap: int, rest: str) -> bytes:
         """The request body, refused with 413 as soon as it grows past the route's cap (chunked
-        bodies carry no content-length to check up front)."""
+        bodies carry no content-length to check up front), and with 408 when a piece of it does
+        not come within body_idle_timeout (a client trickling its body holds the request open)."""
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout(self.body_idle_timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise GatewayError(408, f"request body not received: nothing came for {self.body_idle_timeout:g} s",
+                                   "body_timeout", headers=[(b"connection", b"close")]) from None
             if message["type"] == "http.disconnect":
                 raise _ClientGone()
             chunk = message.get("body", b"")

@@ -162,6 +162,7 @@ REQUEST_BODY_LIMITS = [
     ("/api/agent/heartbeat", 2 * 1024 * 1024),  # replica states with log tails (4 KiB each)
     ("/api/", 1024 * 1024),  # workload specs are a few KiB
 ]
+REQUEST_BODY_IDLE_TIMEOUT_S = env_float("REQUEST_BODY_IDLE_TIMEOUT_S", 30.0)  # a trickled body → 408
 
 # The console backend suits one machine; `check --deploy` refuses it (inferencekey_web/checks.py):
 # production sets a delivering backend, e.g. smtp with the EMAIL_HOST… variables below.

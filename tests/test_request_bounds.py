@@ -20,7 +20,7 @@ def test_unknown_dashboard_path_keeps_the_html_404(client):
     assert response.status_code == 404 and response["content-type"].startswith("text/html")
 
 
-def asgi_post(path: str, pieces, content_length: int | None = None):
+def asgi_post(path: str, pieces, content_length: int | None = None, stall: bool = False):
     """POST through the whole ASGI application; returns (status, body, number of pieces it read)."""
     import asyncio
 
@@ -34,7 +34,7 @@ def asgi_post(path: str, pieces, content_length: int | None = None):
             nonlocal read
             if read < len(chunks):
                 read += 1
-                return {"type": "http.request", "body": chunks[read - 1], "more_body": read < len(chunks)}
+                return {"type": "http.request", "body": chunks[read - 1], "more_body": stall or read < len(chunks)}
             await asyncio.Event().wait()
 
         async def send(message):
@@ -63,6 +63,12 @@ def test_chunked_body_is_cut_off_at_the_route_cap(db):
     status, body, read = asgi_post("/api/agent/register", [b"x" * 16384] * 1000)
     assert status == 413 and read <= 5
     assert json.loads(body)["code"] == "body_too_large"
+
+
+def test_a_stalled_body_is_answered_408(db, settings):
+    settings.REQUEST_BODY_IDLE_TIMEOUT_S = 0.3
+    status, body, read = asgi_post("/api/agent/register", [b'{"join_token":'], stall=True)
+    assert status == 408 and read == 1 and "0.3 s" in json.loads(body)["error"]
 
 
 def test_body_under_the_cap_reaches_django(db):

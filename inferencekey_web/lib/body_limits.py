@@ -4,10 +4,12 @@ Django's ASGI handler reads the whole body into a spooled temporary file before 
 middleware, any credential check runs (`DATA_UPLOAD_MAX_MEMORY_SIZE` is only checked later, when a
 view reads `request.body`): an unauthenticated 1 GB POST lands on disk. This ASGI wrapper answers
 413 from `Content-Length` before a byte is read, and counts chunked bodies as they arrive,
-answering 413 (and ending the request for Django) as soon as one passes its route's cap.
+answering 413 (and ending the request for Django) as soon as one passes its route's cap. A body
+whose next piece does not come within REQUEST_BODY_IDLE_TIMEOUT_S is answered 408 the same way.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 
 from django.conf import settings
@@ -29,13 +31,13 @@ def _describe(limit: int) -> str:
     return f"{limit} bytes"
 
 
-async def _refuse(send, path: str, limit: int) -> None:
-    message = f"request body too large: {path} accepts at most {_describe(limit)} ({limit} bytes)"
+async def _refuse(send, path: str, limit: int, status: int = 413, message: str = "") -> None:
+    message = message or f"request body too large: {path} accepts at most {_describe(limit)} ({limit} bytes)"
     if path.startswith("/api/"):
         body, kind = json.dumps({"error": message, "code": "body_too_large"}).encode(), b"application/json"
     else:
         body, kind = message.encode(), b"text/plain; charset=utf-8"
-    await send({"type": "http.response.start", "status": 413,
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
@@ -68,14 +70,26 @@ class BodyLimit:
                 break
         received = 0
         refused = False
+        body_done = False
+        idle = float(getattr(settings, "REQUEST_BODY_IDLE_TIMEOUT_S", 30.0))
 
         async def counting_receive():
-            nonlocal received, refused
+            nonlocal received, refused, body_done
             if refused:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done:
+                return await receive()  # after the body: only the disconnect, whenever it comes
+            try:
+                # A client trickling its body holds a request open: each piece must come in time.
+                async with asyncio.timeout(idle):
+                    message = await receive()
+            except TimeoutError:
+                refused = True
+                await _refuse(send, path, limit, 408, f"request body not received: nothing came for {idle:g} s")
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
                     # Answer now; to the app the client is gone (Django drops the request quietly).
                     refused = True

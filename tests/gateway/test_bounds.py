@@ -87,6 +87,20 @@ def test_default_chat_cap_is_4_mib(asgi_call, tenant, make_workload, fake_engine
     assert response.status_code == 413 and "4 MiB" in response.json()["error"]
 
 
+def test_a_stalled_gateway_body_is_408(gateway_app, asgi_call, tenant, make_workload, fake_engine):
+    gateway_app.body_idle_timeout = 0.3
+    make_workload("bot", ports=[fake_engine.port])
+
+    async def stalls():
+        yield b'{"messages":'
+        await asyncio.sleep(30)  # never finishes within the bound
+        yield b"[]}"
+
+    response = asgi_call("POST", CHAT, tenant.api_key, content=stalls(), headers={"content-type": "application/json"})
+    assert response.status_code == 408 and response.json()["code"] == "body_timeout"
+    assert fake_engine.requests == []
+
+
 def test_deeply_nested_gateway_body_is_400(asgi_call, tenant, make_workload, fake_engine):
     make_workload("bot", ports=[fake_engine.port])
     deep = b'{"messages":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
