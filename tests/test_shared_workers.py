@@ -35,6 +35,12 @@ def test_gpu_of_a_shared_worker_can_be_pinned(tenant, shared_worker):
     assert workload.gpu_resource_id == gpu.id
 
 
+def test_shared_worker_cannot_be_pinned_when_sharing_is_off(api, settings, tenant, shared_worker):
+    settings.ALLOW_SHARED_WORKER = False
+    response = api.call("POST", "/api/projects/demo/workloads", tenant.sdk_token, vllm_spec(worker_id=shared_worker.id))
+    assert response.status_code == 400 and "no worker" in response.json()["fields"]["worker_id"][0]
+
+
 def test_another_teams_worker_still_cannot_be_pinned(api, tenant, other_tenant):
     foreign = Worker.objects.create(team=other_tenant.team, name="theirs", state=Worker.State.ONLINE)
     response = api.call("POST", "/api/projects/demo/workloads", tenant.sdk_token, vllm_spec(worker_id=foreign.id))

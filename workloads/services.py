@@ -2,6 +2,7 @@
 and queues a reconcile after commit."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -21,12 +22,14 @@ class SlugTaken(Exception):
 
 def spec_context(project: Project) -> specs.SpecContext:
     team_id = project.team_id
-    # The team's own workers and the shared ones (no team: e.g. `up`'s local worker) may be pinned.
-    usable = Q(team_id=team_id) | Q(team__isnull=True)
+    # The team's own workers and, when sharing is on, the shared ones (no team: e.g. `up`'s local
+    # worker) may be pinned.
+    shared = settings.ALLOW_SHARED_WORKER
+    usable = Q(team_id=team_id) | Q(team__isnull=True) if shared else Q(team_id=team_id)
+    gpu_usable = Q(worker__team_id=team_id) | Q(worker__team__isnull=True) if shared else Q(worker__team_id=team_id)
 
     def gpu_on_worker(gpu_id: str, worker_id: str | None):
-        row = (Gpu.objects.filter(Q(worker__team_id=team_id) | Q(worker__team__isnull=True), pk=gpu_id)
-               .values_list("worker_id", flat=True).first())
+        row = Gpu.objects.filter(gpu_usable, pk=gpu_id).values_list("worker_id", flat=True).first()
         if row is None:
             return None
         return worker_id is None or row == worker_id

@@ -103,3 +103,17 @@ def test_killed_celery_worker_mid_reconcile_converges(stack):
     mgmt.wait_until_ready("after-crash", timeout=90, silent=True)
     mgmt.delete("after-crash")
     wait_for(lambda: not stack.engines(), 30, what="no engine left")
+
+
+def test_bootstrap_prints_the_url_up_runs_on(stack):
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    env = {k: v for k, v in stack.env.items() if k != "INFERENCEKEY_BASE_URL"}  # as in a fresh shell
+    out = subprocess.run([sys.executable, "manage.py", "bootstrap", "--email", "url@example.com", "--team", "acme",
+                          "--project", "demo", "--json"], cwd=ROOT, env=env, check=True, capture_output=True,
+                         text=True, timeout=120).stdout
+    assert json.loads(out)["base_url"] == stack.base_url  # a random port, not 127.0.0.1:8000
