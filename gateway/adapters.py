@@ -55,7 +55,12 @@ class RequestError(Exception):
 
 
 def _dumps(obj) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (`"\ud800"` is valid JSON) has no UTF-8 form: escape it as the client did.
+        return json.dumps(obj, separators=(",", ":")).encode("ascii")
 
 
 def task_mismatch_message(route: str, task_type: str, slug: str) -> str | None:

@@ -108,6 +108,14 @@ def test_deeply_nested_gateway_body_is_400(asgi_call, tenant, make_workload, fak
     assert response.status_code == 400 and response.json()["code"] == "invalid_json"
 
 
+@pytest.mark.parametrize("body", [b'{"messages":[{"role":"user","content":"\\ud800"}]}',
+                                  b'{"messages":[{"role":"user","content":"hi","\\udc00":1}]}'])
+def test_lone_surrogates_in_a_gateway_body_are_forwarded_escaped(asgi_call, tenant, make_workload, fake_engine, body):
+    make_workload("bot", ports=[fake_engine.port])
+    response = asgi_call("POST", CHAT, tenant.api_key, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200 and len(fake_engine.requests) == 1
+
+
 # ----------------------------------------------------------------------------- upstream bounds
 
 
