@@ -140,3 +140,15 @@ def test_agent_register_with_deep_json_or_bad_keys_is_400(client, tenant, labels
     body = '{"join_token":"' + token + '","labels":' + labels + "}"
     r = client.post("/api/agent/register", data=body, content_type="application/json")
     assert r.status_code == 400 and r.json()["error"].startswith(("labels", "invalid JSON", "JSON nested"))
+
+
+def test_agent_reports_with_lone_surrogates_in_values_are_stored_replaced(client, tenant):
+    token = ws.join_token_create(team=tenant.team).value
+    body = ('{"join_token":"' + token + '","hostname":"a\\ud800","labels":{"k":"\\udc00"},'
+            '"gpus":[{"index":0,"name":"\\ud800"}]}')
+    r = client.post("/api/agent/register", data=body, content_type="application/json")
+    assert r.status_code == 201, r.content[:300]
+    heartbeat = '{"agent_version":"\\ud800","replicas":[{"id":"rep_x","message":"\\ud800","log_tail":"\\ud800"}]}'
+    r = client.post("/api/agent/heartbeat", data=heartbeat, content_type="application/json",
+                    HTTP_AUTHORIZATION=f"Bearer {r.json()['worker_token']}")
+    assert r.status_code == 200, r.content[:300]

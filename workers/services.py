@@ -60,8 +60,13 @@ def _int(value, default: int = 0) -> int:
         return default
 
 
+def _text(value) -> str:
+    """Agent-reported text as the database can store it: no NUL, lone surrogates replaced."""
+    return str(value or "").replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
 def _str(value, limit: int) -> str:
-    return str(value or "").replace("\x00", "")[:limit]
+    return _text(value)[:limit]
 
 
 def _labels(value) -> dict[str, str]:
@@ -237,7 +242,7 @@ def worker_heartbeat(*, worker: Worker, payload: dict) -> tuple[list[dict], set[
                 state = Replica.State.DRAINING
             update = {
                 "state": state, "pid": _int(report.get("pid"), None) or None, "restarts": _int(report.get("restarts")),
-                "message": _str(report.get("message"), 500), "log_tail": str(report.get("log_tail") or "").replace("\x00", "")[-8192:],
+                "message": _str(report.get("message"), 500), "log_tail": _text(report.get("log_tail"))[-8192:],
             }
             if state == Replica.State.READY and row.state != Replica.State.READY:
                 update["ready_at"] = now
