@@ -171,9 +171,11 @@
 
   function enhance(container) {
     restore(container);
-    var form = container.matches && container.matches("form[data-focus-errors]") ? container
-      : container.querySelector("form[data-focus-errors]");
-    if (form) focusFirstInvalid(form);
+    // The first form showing errors (a form re-rendered after a refused submit) gets the focus.
+    var forms = container.matches && container.matches("form") ? [container] : container.querySelectorAll("form");
+    for (var i = 0; i < forms.length; i++) {
+      if (forms[i].querySelector("[aria-invalid=true], .form-errors")) { focusFirstInvalid(forms[i]); break; }
+    }
   }
 
   document.addEventListener("htmx:load", function (event) { enhance(event.target); });
