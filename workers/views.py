@@ -17,6 +17,8 @@ from accounts.permissions import MANAGE_WORKERS, team_view
 from . import services
 from .models import JoinToken, Replica, Worker
 
+JOIN_COMMAND_SESSION_KEY = "issued_join_command"
+
 
 class RegisterWorkerForm(forms.Form):
     name = forms.CharField(max_length=120, required=False,
@@ -59,9 +61,15 @@ def worker_register(request):
                                             accepts_cpu=form.cleaned_data["accepts_cpu"], created_by=request.user)
         command = services.agent_command(server_url=settings.BASE_URL, join_token=issued.value,
                                          name=shlex.quote(name) if name else "")
-        # Rendered, not redirected: the join token exists only in this response.
-        response = render(request, "workers/register.html", {"form": form, "command": command, "token": issued.record})
-        response["Cache-Control"] = "no-store"
+        # Post/redirect/get: a reload must not mint another join token. The command waits in the
+        # session for the redirected GET, which shows it once and forgets it.
+        request.session[JOIN_COMMAND_SESSION_KEY] = {"team": request.team.slug, "command": command}
+        return redirect("workers:register", team=request.team.slug)
+    issued = request.session.get(JOIN_COMMAND_SESSION_KEY)
+    if request.method != "POST" and issued and issued.get("team") == request.team.slug:
+        del request.session[JOIN_COMMAND_SESSION_KEY]
+        response = render(request, "workers/register.html", {"form": form, "command": issued["command"]})
+        response["Cache-Control"] = "no-store"  # the join token is in this page, once
         return response
     return render(request, "workers/register.html", {"form": form}, status=400 if form.errors else 200)
 

@@ -84,7 +84,7 @@ ROUTES = [
     ("catalog:gpus", "get", _team, Role.VIEWER, 200, None),
     ("workers:list", "get", _team, Role.VIEWER, 200, None),
     ("workers:register", "get", _team, Role.ADMIN, 200, None),
-    ("workers:register", "post", _team, Role.ADMIN, 200, {"name": "box-2"}),
+    ("workers:register", "post", _team, Role.ADMIN, 302, {"name": "box-2"}),
     ("workers:detail", "get", _worker, Role.VIEWER, 200, None),
     ("workers:drain", "post", _worker, Role.ADMIN, 302, {}),
     ("workers:delete", "get", _worker, Role.ADMIN, 200, None),

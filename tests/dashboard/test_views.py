@@ -291,11 +291,19 @@ def test_test_endpoint_refuses_a_non_live_key(client, tenant, users, workload):
 
 def test_register_worker_shows_join_command_once(client, tenant, users):
     response = login_as(client, users, "admin").post(reverse("workers:register", kwargs={"team": "acme"}),
-                                                     {"name": "gpu box", "labels": "rack=a1"})
+                                                     {"name": "gpu box", "labels": "rack=a1"}, follow=True)
     token, page = JoinToken.objects.get(team=tenant.team), html.unescape(response.content.decode())
     assert f"IK_JOIN_TOKEN=ik_join_{token.lookup_id}_" in page and "--name 'gpu box'" in page
     assert "/agent/inferencekey-agent.pyz" in page
     assert token.labels == {"rack": "a1"} and "no-store" in response["Cache-Control"]
+
+
+def test_reloading_the_join_command_page_mints_no_other_token(client, tenant, users):
+    url = reverse("workers:register", kwargs={"team": "acme"})
+    created = login_as(client, users, "admin").post(url, {"name": "gpu box"})
+    assert created.status_code == 302 and created["Location"] == url
+    assert b"ik_join_" in client.get(url).content
+    assert b"ik_join_" not in client.get(url).content and JoinToken.objects.filter(team=tenant.team).count() == 1
 
 
 def test_register_worker_rejects_bad_labels(client, tenant, users):
