@@ -111,12 +111,37 @@ def test_truncated_body_and_silence_are_errors():
             await asyncio.sleep(5)
 
         quiet = await asyncio.start_server(silent, "127.0.0.1", 0)
-        pool = UpstreamPool(read_timeout=0.2)
+        pool = UpstreamPool(first_byte_timeout=0.2, read_timeout=30)
         try:
             with pytest.raises(UpstreamTimeout) as info:
                 await fetch(pool, quiet.sockets[0].getsockname()[1])
             assert not info.value.before_response  # the engine may be working: not retried
+            assert "did not start answering within 0.2 s" in str(info.value)
         finally:
             quiet.close()
+
+    asyncio.run(go())
+
+
+def test_read_timeout_bounds_the_silence_between_chunks_not_the_head():
+    async def go():
+        async def pauses(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(2)
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n")
+            await asyncio.sleep(5)  # then silent mid-body
+
+        server = await asyncio.start_server(pauses, "127.0.0.1", 0)
+        pool = UpstreamPool(first_byte_timeout=30, read_timeout=0.2)
+        try:
+            response = await pool.request("127.0.0.1", server.sockets[0].getsockname()[1], b"POST", b"/v1/x", b"{}", [])
+            chunks = response.iter_raw()
+            assert await chunks.__anext__() == b"abc"
+            with pytest.raises(UpstreamTimeout) as info:
+                await chunks.__anext__()
+            assert "sent nothing for 0.2 s" in str(info.value)
+            response.close()
+        finally:
+            server.close()
 
     asyncio.run(go())
