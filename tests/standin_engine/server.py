@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Stand-in for ``vllm serve``: a small, fast OpenAI-compatible server for tests and benchmarks.
 
-    python server.py serve MODEL --host H --port P [--delay-ms N] [--boot-s S] [other flags ignored]
+    python server.py serve MODEL --host H --port P [--delay-ms N] [--boot-s S] [--stream-gap-ms N]
+        [other flags ignored]
 
 Standard library only (asyncio + a hand-rolled HTTP/1.1 parser with keep-alive).
 
@@ -11,7 +12,8 @@ Environment: ``STANDIN_DELAY_MS`` (latency added to every model endpoint request
 ``STANDIN_IGNORE_SIGTERM=1`` (ignore SIGTERM, to exercise SIGKILL escalation),
 ``STANDIN_REPORT=1`` (print one ``standin-report: {json}`` line at start: the engine's environment,
 uid, working directory, and for each path of ``STANDIN_REPORT_READ`` (``:``-separated) whether it
-could be read: what a hostile engine would see, for the containment tests),
+could be read: what a hostile engine would see, for the containment tests; ``STANDIN_REPORT_READ_HEX``
+gives the same list hex-encoded, as an engine that finds the paths itself would, unseen by the agent),
 ``STANDIN_KEEPALIVE_S`` (an idle keep-alive connection is closed after this long; default 5, like the
 uvicorn server inside vLLM and sglang).
 
@@ -69,6 +71,7 @@ def parse_args(argv: list[str]) -> dict:
         "port": 8000,
         "delay_ms": float(os.environ.get("STANDIN_DELAY_MS", "0") or 0),
         "boot_s": float(os.environ.get("STANDIN_BOOT_S", "0") or 0),
+        "stream_gap_ms": 0.0,
     }
     args = list(argv)
     if args and args[0] == "serve":
@@ -93,6 +96,8 @@ def parse_args(argv: list[str]) -> dict:
                 cfg["port"] = int(value)
             elif name == "delay-ms" and value:
                 cfg["delay_ms"] = float(value)
+            elif name == "stream-gap-ms" and value:
+                cfg["stream_gap_ms"] = float(value)
             elif name == "boot-s" and value:
                 cfg["boot_s"] = float(value)
             elif name == "model" and value:
@@ -523,7 +528,10 @@ class Server:
                 f"transfer-encoding: chunked\r\nconnection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
             ).encode("latin-1")
         )
-        for event in payload:
+        gap = self.engine.cfg.get("stream_gap_ms", 0) / 1000.0
+        for i, event in enumerate(payload):
+            if gap and i:
+                await asyncio.sleep(gap)  # a generation in progress: the stream is open for a while
             data = b"data: " + json.dumps(event, separators=(",", ":")).encode("utf-8") + b"\n\n"
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))
             await writer.drain()
@@ -556,7 +564,9 @@ async def amain(cfg: dict) -> None:
 
 def report() -> None:
     reads = {}
-    for path in filter(None, os.environ.get("STANDIN_REPORT_READ", "").split(":")):
+    paths = os.environ.get("STANDIN_REPORT_READ", "") + ":" + bytes.fromhex(
+        os.environ.get("STANDIN_REPORT_READ_HEX", "")).decode()
+    for path in filter(None, paths.split(":")):
         try:
             with open(path, "rb") as fh:
                 reads[path] = f"read {len(fh.read())} bytes"
