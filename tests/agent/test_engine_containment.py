@@ -87,8 +87,30 @@ def test_engine_user_cannot_read_the_agent_credentials(make_supervisor):
     sup = make_supervisor(engine_user="nobody")
     save_credentials(sup.state_dir, "http://x", "wrk_1", "ik_wrk_secret")
     creds = sup.state_dir / "credentials.json"
-    sup.converge([make_spec("rep_u", free_port(), env={"STANDIN_REPORT": "1", "STANDIN_REPORT_READ": str(creds)})])
+    env = {"STANDIN_REPORT": "1", "STANDIN_REPORT_READ_HEX": str(creds).encode().hex()}
+    sup.converge([make_spec("rep_u", free_port(), env=env)])
     report = standin_report(sup, "rep_u")
     assert report["uid"] != 0 and report["environ"]["USER"] == "nobody"
     assert report["reads"][str(creds)].startswith("error")
     wait_state(sup, "rep_u", "ready")
+
+
+@pytest.mark.parametrize("args", [
+    lambda state: ["--chat-template", str(state / "credentials.json")],
+    lambda state: ["--chat-template", "../credentials.json"],  # relative to the engine's scratch HOME
+    lambda state: ["--chat-template=/proc/1/environ"],
+    lambda state: ["--allowed-local-media-path", "/"],
+    lambda state: ["--lora-modules", f"x={state.parent}"],
+])
+def test_arguments_naming_the_agent_files_are_refused(make_supervisor, args):
+    sup = make_supervisor()
+    sup.converge([make_spec("rep_p", free_port(), extra_args=tuple(args(sup.state_dir)))])
+    snap = wait_state(sup, "rep_p", "failed")
+    assert "refusing to start" in snap["message"] and snap["pid"] is None
+
+
+def test_ordinary_model_paths_are_not_refused():
+    from workers.agent.programs import path_refusal
+
+    values = ["meta-llama/Llama-3.1-8B", "--download-dir=/models", "http://proxy:3128/x", "hf_abc"]
+    assert path_refusal(values, protected=["/srv/agent"], cwd="/srv/agent/engine-home") is None

@@ -65,7 +65,10 @@ def test_an_allowed_engine_sees_no_control_plane_secret_and_no_agent_file(stack)
     agent_files = [stack.data_dir / "agent" / "credentials.json", stack.data_dir / "agent" / "replicas.json",
                    *[p for p in (stack.data_dir / "db.sqlite3",) if p.exists()]]
     marker = secrets.token_hex(6)
-    command = (f"STANDIN_REPORT=1 STANDIN_REPORT_READ={':'.join(map(str, agent_files))} REPORT_MARK={marker} "
+    # Hex: the paths an engine running code of its own would find by itself (the agent refuses
+    # arguments that name its files, see the next test).
+    paths = ":".join(map(str, agent_files)).encode().hex()
+    command = (f"STANDIN_REPORT=1 STANDIN_REPORT_READ_HEX={paths} REPORT_MARK={marker} "
                "vllm serve standin/tiny-chat --max-model-len 512")
     assert post_workload(stack, "probe", command).status_code == 201
     report = standin_report(stack, marker)
@@ -77,6 +80,18 @@ def test_an_allowed_engine_sees_no_control_plane_secret_and_no_agent_file(stack)
     if ENGINE_USER:
         assert report["uid"] != 0 and environ["USER"] == ENGINE_USER
         assert all(result.startswith("error") for result in report["reads"].values()), report["reads"]
+
+
+def test_engine_arguments_naming_the_data_dir_are_refused_by_the_agent(stack):
+    # vLLM would load this "chat template" and show it back through /tokenize + /detokenize.
+    credentials = stack.data_dir / "agent" / "credentials.json"
+    created = post_workload(stack, "template-leak", f"vllm serve standin/tiny-chat --chat-template {credentials}")
+    assert created.status_code == 201
+    url = f"{stack.base_url}/api/workloads/{created.json()['id']}"
+    headers = {"Authorization": f"Bearer {stack.creds['sdk_token']}"}
+    body = wait_for(lambda: (lambda b: b if b.get("phase") == "error" else None)(
+        httpx.get(url, headers=headers, timeout=10).json()), 60, what="the workload to fail")
+    assert "refusing to start" in body["message"] and "credentials.json" in body["message"]
 
 
 def test_stack_files_are_private_and_the_join_token_is_not_in_ps(stack):

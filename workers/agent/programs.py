@@ -11,6 +11,9 @@ Whatever follows the prefix are arguments, passed without a shell.
 
 from __future__ import annotations
 
+import os
+import re
+
 _VLLM = (
     ("vllm",),
     ("python", "-m", "vllm.entrypoints.openai.api_server"),
@@ -56,4 +59,32 @@ def env_refusal(key: str) -> str | None:
     upper = key.upper()
     if upper in REFUSED_ENV or upper.startswith(REFUSED_ENV_PREFIXES):
         return f"{key} cannot be set by a workload (it changes what code the engine loads, or belongs to the agent)"
+    return None
+
+
+_PATH_PIECE_SPLIT = re.compile(r"[=,:;]")
+
+
+def path_refusal(values: list[str], *, protected: list[str], cwd: str) -> str | None:
+    """Why one of `values` (an engine's arguments and variables) names a protected place, or None.
+
+    Engines have file-reading features of their own (vLLM's `--chat-template FILE`,
+    `--allowed-local-media-path DIR` …): an argument may not name the agent's state, a directory
+    the operator protects (under `up`, the control plane's data dir) or an ancestor of one, nor
+    /proc. Paths are resolved as the engine would, from its working directory `cwd`, which itself
+    may be used freely."""
+    roots = [os.path.realpath(p) for p in protected]
+    home = os.path.realpath(cwd)
+    for value in values:
+        for piece in {value, *_PATH_PIECE_SPLIT.split(value)}:
+            if "/" not in piece and piece not in (".", ".."):
+                continue
+            path = os.path.realpath(os.path.join(home, piece))
+            if path == home or path.startswith(home + os.sep):
+                continue
+            if path == "/proc" or path.startswith("/proc/"):
+                return f"{piece!r} points into /proc"
+            for root in roots:
+                if path == root or path.startswith(root + os.sep) or root.startswith(path.rstrip(os.sep) + os.sep):
+                    return f"{piece!r} names the agent's own files ({root}) or a directory above them"
     return None

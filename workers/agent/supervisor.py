@@ -100,6 +100,10 @@ class Supervisor:
             engine_env = tuple(n.strip() for n in os.environ.get("IK_ENGINE_ENV", "").split(",") if n.strip())
         self.engine_env = frozenset(engine_env)
         self.engine_home = self._make_engine_home()
+        # Places no engine argument may name (see programs.path_refusal); `up` adds its data dir.
+        self.protected_dirs = [str(self.state_dir)] + [
+            d for d in os.environ.get("IK_PROTECT_DIRS", "").split(os.pathsep) if d.strip()
+        ]
         self.stop_timeout = float(stop_timeout)
         self.start_timeout = float(start_timeout)
         self.vllm_versions_dir = Path(vllm_versions_dir) if vllm_versions_dir else None
@@ -235,6 +239,11 @@ class Supervisor:
         if prefix is None:
             allowed = programs.expected(backend) or "nothing (unknown backend)"
             raise LaunchError(f"refusing to run {argv[0]!r} for the {backend or '?'} backend: this agent runs {allowed}")
+        env_values = [str(v) for v in (spec.get("env") or {}).values()] if isinstance(spec.get("env"), dict) else []
+        refusal = programs.path_refusal(argv[len(prefix):] + env_values, protected=self.protected_dirs,
+                                        cwd=str(self.engine_home))
+        if refusal:
+            raise LaunchError(f"refusing to start: {refusal}")
         version = spec.get("vllm_version")
         if version:
             if prefix != ("vllm",):

@@ -148,7 +148,8 @@ class Command(BaseCommand):
         # The agent gets no control-plane secret (SECRET_KEY, DATABASE_URL, the broker URL …): an
         # allow-list of the environment; the join token by environment, not argv (visible in `ps`).
         agent_env = {k: v for k, v in env.items() if k in AGENT_ENV or k.startswith(AGENT_ENV_PREFIXES)}
-        agent_env.update(IK_JOIN_TOKEN=join_token, PYTHONUNBUFFERED="1")
+        # Engines may not name the data dir (database, secret key, agent credentials) in their arguments.
+        agent_env.update(IK_JOIN_TOKEN=join_token, PYTHONUNBUFFERED="1", IK_PROTECT_DIRS=str(settings.DATA_DIR))
         if engine_user:
             agent_env["IK_ENGINE_USER"] = engine_user
         for name in agent_env.get("IK_ENGINE_ENV", "").split(","):  # variables the operator passes to engines
