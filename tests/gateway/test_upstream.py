@@ -87,6 +87,37 @@ def test_a_stale_idle_connection_is_replaced_transparently():
     asyncio.run(go())
 
 
+def test_a_pooled_connection_closed_as_the_request_arrives_is_retried_on_a_fresh_one():
+    async def go():
+        # The engine's keep-alive ends just as the next request arrives: it reads nothing more and
+        # closes; the pool cannot see it coming (the connection looked open), so it sends again.
+        ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+        connections = []
+
+        async def handle(reader, writer):
+            connections.append(writer)
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(2)
+            writer.write(ok)
+            await writer.drain()
+            if len(connections) == 1:
+                await reader.readuntil(b"\r\n\r\n")  # the second request, on the same connection
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = UpstreamPool()
+        try:
+            assert (await fetch(pool, port))[2] == [b"ok"]
+            assert (await fetch(pool, port))[2] == [b"ok"]
+            assert len(connections) == 2
+        finally:
+            await pool.aclose()
+            server.close()
+
+    asyncio.run(go())
+
+
 def test_refused_connection_is_a_connect_error():
     async def go():
         pool = UpstreamPool()
