@@ -60,6 +60,16 @@ def test_a_successful_login_clears_the_account_counter(client, tenant):
     assert login(client, "owner@example.com", "pw-for-tests-123").status_code == 302
 
 
+def test_a_password_reset_ends_the_account_lock_out(client, tenant):
+    for i in range(10):
+        login(client, "owner@example.com", f"wrong-{i}", addr=f"10.0.4.{i}")
+    client.post(reverse("accounts:password_reset"), {"email": "owner@example.com"})
+    link = next(line for line in mail.outbox[0].body.splitlines() if "/accounts/reset/" in line)
+    form_url = client.get(link.replace("http://testserver", "")).url
+    client.post(form_url, {"new_password1": "a-new-pass-phrase", "new_password2": "a-new-pass-phrase"})
+    assert login(client, "owner@example.com", "a-new-pass-phrase").status_code == 302
+
+
 def test_throttle_counters_are_shared_through_the_database_cache(settings, client, tenant):
     settings.CACHES = {**settings.CACHES, "throttle": {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "ik_throttle_cache"}}
