@@ -114,6 +114,23 @@ def test_no_dashboard_page_scrolls_sideways(browser, live_server, catalog, width
     assert too_wide == {}
 
 
+def test_workload_and_credential_tables_show_every_column_at_desktop_width(browser, live_server, catalog):
+    _, team, project, _, _ = filled_team()
+    context = browser.new_context(base_url=live_server.url, viewport=WIDTHS["desktop"])
+    page = context.new_page()
+    log_in(page, EMAIL)
+    clipped = {}
+    for path in ("workloads/", "tokens/", "keys/"):
+        page.goto(f"/t/{team.slug}/p/{project.slug}/{path}")
+        # A table wider than its scroll box hides its last columns until scrolled sideways.
+        hidden = page.evaluate("""() => [...document.querySelectorAll('.overflow-auto')]
+            .map(box => box.scrollWidth - box.clientWidth).filter(px => px > 0)""")
+        if hidden:
+            clipped[path] = hidden
+    context.close()
+    assert clipped == {}
+
+
 def test_phone_menu_reaches_workers_members_and_log_out(browser, live_server):
     make_user("owner@example.com")
     context = browser.new_context(base_url=live_server.url, viewport={"width": 390, "height": 844})
