@@ -86,3 +86,11 @@ def test_sealed_values_open_with_the_configured_key(settings, key_setting):
     assert sealing.open_sealed(sealed) == {"command": SECRET_COMMAND}
     settings.INFERENCEKEY_SECRETS_KEY = Fernet.generate_key().decode()
     assert sealing.open_sealed(sealed) == sealed  # a wrong key opens nothing, and raises nothing
+
+
+def test_opened_values_are_independent_copies():
+    from inferencekey_web.lib import sealing
+
+    sealed = sealing.seal({"command": SECRET_COMMAND})
+    sealing.open_sealed(sealed)["command"] = "changed"
+    assert sealing.open_sealed(sealed) == {"command": SECRET_COMMAND}

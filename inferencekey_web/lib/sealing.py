@@ -54,9 +54,10 @@ def seal(value) -> dict:
 
 
 @functools.lru_cache(maxsize=4096)
-def _open_token(token: str, box: MultiFernet):
+def _open_token(token: str, box: MultiFernet) -> str:
     # Cached by token: the list endpoint and the heartbeats read the same rows again and again.
-    return json.loads(box.decrypt(token.encode()).decode())
+    # The text, not the object: every reader gets its own copy to mutate.
+    return box.decrypt(token.encode()).decode()
 
 
 def is_sealed(value) -> bool:
@@ -68,7 +69,7 @@ def open_sealed(value):
     if not is_sealed(value):
         return value
     try:
-        return _open_token(value[MARK], _box())
+        return json.loads(_open_token(value[MARK], _box()))
     except (InvalidToken, ValueError):
         log.error("a sealed value cannot be opened with the current key (was SECRET_KEY or "
                   "INFERENCEKEY_SECRETS_KEY changed?)")
