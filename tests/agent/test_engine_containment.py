@@ -66,8 +66,13 @@ def test_engine_environment_is_minimal(make_supervisor, monkeypatch):
     assert environ["HOME"] == str(sup.state_dir / "engine-home") == report["cwd"]
 
 
-def test_state_dir_and_credentials_are_private(make_supervisor):
-    sup = make_supervisor()
+def test_state_dir_and_credentials_are_private(make_supervisor, tmp_path):
+    state = tmp_path / "old-agent"
+    state.mkdir(mode=0o755)
+    (state / "credentials.json").write_text("{}")
+    os.chmod(state / "credentials.json", 0o644)  # as an older agent may have left it
+    sup = make_supervisor(state)
+    assert stat.S_IMODE((sup.state_dir / "credentials.json").stat().st_mode) == 0o600
     save_credentials(sup.state_dir, "http://x", "wrk_1", "ik_wrk_secret")
     assert stat.S_IMODE(sup.state_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((sup.state_dir / "logs").stat().st_mode) == 0o700

@@ -95,6 +95,9 @@ class Supervisor:
         # cannot even list them).
         for path in (self.state_dir, self.state_dir / "logs"):
             os.chmod(path, 0o700)
+        for name in ("credentials.json", REPLICAS_FILE):  # written 0600; older agents left them readable
+            if (self.state_dir / name).exists():
+                os.chmod(self.state_dir / name, 0o600)
         self.engine_user = _engine_identity(engine_user if engine_user is not None else os.environ.get("IK_ENGINE_USER"))
         if engine_env is None:  # operator-chosen extra variables to pass on (e.g. HF_HOME for a shared cache)
             engine_env = tuple(n.strip() for n in os.environ.get("IK_ENGINE_ENV", "").split(",") if n.strip())
