@@ -110,6 +110,17 @@ def test_no_dashboard_page_scrolls_sideways(browser, live_server, catalog, width
         shoot(page, width, path)
         if overflow(page) > 0:
             too_wide[path] = overflow(page)
+    # Pages that exist only after a submit: a new secret, a join command, a form with errors.
+    submits = {f"/t/{team.slug}/p/{project.slug}/tokens/": "text=Create token",
+               f"/t/{team.slug}/workers/-/new/": "text=Create join command",
+               f"/t/{team.slug}/p/{project.slug}/workloads/-/new/": "#save-workload"}
+    for path, button in submits.items():
+        page.goto(path)
+        page.click(button)
+        page.wait_for_load_state()
+        shoot(page, width, path + "-submitted")
+        if overflow(page) > 0:
+            too_wide[path + " (submitted)"] = overflow(page)
     context.close()
     assert too_wide == {}
 
