@@ -75,6 +75,28 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def db_handles(pid: int, database_url: str, data_dir: str) -> int:
+    """Connections to PostgreSQL's port, or open SQLite files, among the process's fds."""
+    url = urlparse(database_url)
+    port = (url.port or 5432) if database_url else None
+    remote = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            fields = line.split()
+            remote[fields[9]] = int(fields[2].rsplit(":", 1)[1], 16)
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            count += port is not None and remote.get(target[8:-1]) == port
+        else:
+            count += target.startswith(os.path.join(data_dir, "db.sqlite3"))
+    return count
+
+
 def web_pid(up_pid: int) -> int:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -208,7 +230,7 @@ def main() -> None:
         warm.stop.set()
         warm.join()
         time.sleep(2)
-        fds_before = fd_count(pid)
+        fds_before, db_before = fd_count(pid), db_handles(pid, database_url, data_dir)
 
         probes = Probes(base, creds["sdk_token"], worker_token, creds["api_key"])
         peak = [fds_before]
@@ -230,6 +252,7 @@ def main() -> None:
         while fds_after > fds_before and time.monotonic() < settle:
             time.sleep(0.5)
             fds_after = fd_count(pid)
+        db_after = db_handles(pid, database_url, data_dir)
 
         db = "PostgreSQL" if database_url else "SQLite"
         print(f"{args.streams} readiness streams for {args.seconds:.0f} s on {db}; 1 uvicorn process; "
@@ -240,7 +263,9 @@ def main() -> None:
             samples = probes.samples[name]
             p50, p95 = percentiles(samples)
             print(f"{name:<12}{len(samples):>7}{len(probes.errors[name]):>8}{p50:>9.1f}{p95:>9.1f}{max(samples) * 1000:>9.1f}")
-        print(f"web process fds: before {fds_before}, peak {max(peak)}, after {fds_after}")
+        print(f"web process fds: before {fds_before}, peak {max(peak)}, after {fds_after} "
+              f"(of which database connections: before {db_before}, after {db_after}; the pool's bound is "
+              f"DB_POOL_MAX={os.environ.get('DB_POOL_MAX', '10')})")
         for name, errors in probes.errors.items():
             for e in errors[:3]:
                 print(f"  {name} error: {e}")
