@@ -75,6 +75,17 @@ def test_readiness_requires_the_engine_to_own_the_listening_socket():
     assert ports.listener_owned_by(os.getsid(0), port) is False  # nothing listens any more
 
 
+def test_a_listening_port_is_not_free_and_the_next_free_one_is_chosen():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert not ports.port_is_free(port)
+        chosen = ports.choose_port([port], taken=set())
+        assert chosen != port and ports.port_is_free(chosen) and chosen in ports.PORT_RANGE
+    assert ports.port_is_free(port)
+
+
 def test_port_substitution_covers_flags_and_host_port_env_values():
     argv, env = ports.substitute_port(["vllm", "serve", "m", "--port", "20000", "--max-model-len", "20000"],
                                       {"OLLAMA_HOST": "127.0.0.1:20000", "OTHER": "x20000"}, 20000, 20007)

@@ -9,6 +9,7 @@ listening socket's inode (from /proc/net/tcp) must be one of the engine session'
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 
@@ -33,8 +34,10 @@ def port_is_free(port: int) -> bool:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((addr, port))
-        except OSError:
-            return False
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            continue  # e.g. EADDRNOTAVAIL: this family is not configured here, nothing can hold it
         finally:
             sock.close()
     return True
