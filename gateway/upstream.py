@@ -9,7 +9,8 @@ response), so an `asyncio.Protocol` client is short, and costs ~45 µs of CPU pe
 (asyncio streams: ~110 µs).
 
 * One idle list per (host, port), LIFO. Idle connections older than `idle_expiry` (below uvicorn's
-  5 s keep-alive, which vLLM and sglang use) or closed by the engine are not reused.
+  5 s keep-alive, which vLLM and sglang use) or closed by the engine are not reused, and are closed
+  by a reaper every `idle_expiry` (an engine that gets no more requests keeps no connection from us).
 * A request on a *reused* connection that fails before any response byte is sent again once on a
   fresh connection (the engine closed an idle connection under us: not a replica failure).
 * Errors are typed so the caller can tell "before the first byte" (retryable elsewhere) from
@@ -397,6 +398,7 @@ class UpstreamPool:
         self.user_agent = user_agent
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
         self._closed = False
+        self._reaper: asyncio.TimerHandle | None = None
 
     async def _connect(self, key: tuple[str, int]) -> _Conn:
         host, port = key
@@ -433,6 +435,26 @@ class UpstreamPool:
             return
         conn.idle_since = time.monotonic()
         idle.append(conn)
+        if self._reaper is None:
+            self._reaper = conn.loop.call_later(self.idle_expiry, self._reap)
+
+    def _reap(self) -> None:
+        """Close idle connections past `idle_expiry`. Without this, connections to an engine that no
+        longer gets requests (a replica drained in a rolling update) would stay open for as long as
+        the engine allows, and its agent would wait for them before stopping it."""
+        self._reaper = None
+        now = time.monotonic()
+        for key, idle in list(self._idle.items()):
+            keep = [conn for conn in idle if conn.usable(now)]
+            for conn in idle:
+                if not conn.usable(now):
+                    conn.close()
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+        if self._idle and not self._closed:
+            self._reaper = asyncio.get_running_loop().call_later(self.idle_expiry, self._reap)
 
     async def request(self, host: str, port: int, method: bytes, path: bytes, body: bytes,
                       headers: list[tuple[bytes, bytes]]) -> Response:
@@ -466,6 +488,9 @@ class UpstreamPool:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()

@@ -118,6 +118,23 @@ def test_a_pooled_connection_closed_as_the_request_arrives_is_retried_on_a_fresh
     asyncio.run(go())
 
 
+def test_idle_connections_are_closed_once_expired_without_further_requests():
+    async def go():
+        ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+        server, port, seen = await serve([ok])
+        pool = UpstreamPool(idle_expiry=0.2)
+        try:
+            assert (await fetch(pool, port))[2] == [b"ok"]
+            assert pool.idle_count() == 1
+            await asyncio.sleep(0.6)
+            assert pool.idle_count() == 0
+        finally:
+            await pool.aclose()
+            server.close()
+
+    asyncio.run(go())
+
+
 def test_refused_connection_is_a_connect_error():
     async def go():
         pool = UpstreamPool()
