@@ -1,6 +1,8 @@
 """Dashboard fixtures: one user per role in the tenant's team, a workload, a worker with a GPU."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.contrib.auth import get_user_model
 
@@ -13,6 +15,22 @@ from workloads import services
 from ..specs import vllm_spec
 
 ROLES = ("owner", "admin", "member", "viewer")
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; the browser tests skip without it
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for the browser tests (one per test module)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update"],
+        )
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(autouse=True)

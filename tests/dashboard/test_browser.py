@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -18,11 +17,11 @@ from workloads import services as workload_services
 from workloads.models import Phase, ReadinessEvent, Workload
 
 from ..specs import vllm_spec
+from .conftest import CHROMIUM
 
 # Playwright's sync API runs an event loop in this thread; Django's ORM refuses to run under one.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
-CHROMIUM = Path("/usr/bin/chromium")
 PASSWORD = "a-long-pass-phrase"
 
 pytestmark = [
@@ -30,20 +29,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium (/usr/bin/chromium) is not installed"),
 ]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from workloads import services as workload_services
 from workloads.models import Phase, ReadinessEvent
 
 from ..specs import autoscaling, vllm_spec
-from .test_browser import CHROMIUM, log_in, make_user
+from .conftest import CHROMIUM
+from .test_browser import log_in, make_user
 
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
@@ -28,20 +29,6 @@ pytestmark = [
 WIDTHS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1440, "height": 900}}
 SCREENSHOTS = os.environ.get("IK_SCREENSHOTS")
 EMAIL = "margaret.hamilton-longname@engineering.example.com"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update"],
-        )
-        yield browser
-        browser.close()
 
 
 def filled_team():
