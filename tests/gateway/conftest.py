@@ -117,6 +117,7 @@ class LiveGateway:
 def live_gateway():
     """The full ASGI application under uvicorn, in a thread, on a free port."""
     import uvicorn
+    from django.conf import settings
 
     from gateway import metrics
     from inferencekey_web import asgi
@@ -125,7 +126,8 @@ def live_gateway():
     asgi.gateway_application.routes.invalidate()
     metrics.reset()
     port = free_port()
-    config = uvicorn.Config(asgi.application, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(asgi.application, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                            timeout_keep_alive=settings.KEEPALIVE_S)  # as `manage.py up` runs it
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="live-gateway", daemon=True)
     thread.start()
