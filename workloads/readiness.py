@@ -58,12 +58,8 @@ def _fingerprints(workload_ids: list[str]) -> dict[str, tuple]:
     return {row[0]: (*row[1:], last.get(row[0])) for row in rows}
 
 
-def _watch(workload_id: str) -> notifier.Watch:
-    return notifier.for_running_loop(_fingerprints, lambda wid: _snapshot(wid, 0)).watch(workload_id)
-
-
-def _unwatch(watch: notifier.Watch) -> None:
-    notifier.for_running_loop(_fingerprints, lambda wid: _snapshot(wid, 0)).unwatch(watch)
+def _notifier() -> notifier.Notifier:
+    return notifier.for_running_loop(_fingerprints, lambda wid: _snapshot(wid, 0))
 
 
 def _since(snapshot, after_id: int):
@@ -99,7 +95,8 @@ def _terminal(phase: str) -> bool:
 
 async def stream(workload_id: str):
     started = time.monotonic()
-    watch = _watch(workload_id)
+    poller = _notifier()
+    watch = poller.watch(workload_id)
     try:
         current, events = _since(await watch.next(), 0)
         if current is None:
@@ -128,7 +125,7 @@ async def stream(workload_id: str):
                 yield _frame(current, started)
                 last_sent = time.monotonic()
     finally:
-        _unwatch(watch)  # also on disconnect: Django cancels the stream and closes it
+        poller.unwatch(watch)  # also on disconnect: Django cancels the stream and closes it
 
 
 # Open streams per SDK token, in this process (the cap bounds what one token can hold open here).
