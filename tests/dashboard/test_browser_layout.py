@@ -149,3 +149,15 @@ def test_phone_menu_reaches_workers_members_and_log_out(browser, live_server):
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url("**/accounts/login/")
     context.close()
+
+
+def test_without_javascript_the_phone_header_wraps_instead_of_scrolling(browser, live_server):
+    make_user("owner@example.com")
+    context = browser.new_context(base_url=live_server.url, viewport=WIDTHS["phone"], java_script_enabled=False)
+    page = context.new_page()
+    log_in(page, "owner@example.com")
+    page.goto("/t/acme/p/demo/workloads/")
+    shoot(page, "phone", "nojs-workloads")
+    assert overflow(page) <= 0 and page.get_by_role("link", name="Members").is_visible()
+    assert not page.locator("#nav-toggle").is_visible()  # a button that would do nothing is not shown
+    context.close()
