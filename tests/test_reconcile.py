@@ -186,6 +186,21 @@ def test_a_draining_report_keeps_the_replica_out_of_the_route_table(tenant, cpu_
     assert Replica.objects.get(pk=replica.pk).state == Replica.State.DRAINING
 
 
+def test_an_update_that_does_not_fit_beside_the_old_replica_replaces_it(tenant, gpu_worker):
+    # Llama-3.1-8B needs ~19.9 GiB of the L4's 22.5: the old and the new replica cannot both run.
+    workload = workload_create(project=tenant.project, data=vllm_spec())
+    reconcile.run(workload.id)
+    old = Replica.objects.get()
+    worker_services.worker_heartbeat(worker=gpu_worker, payload={"replicas": [{"id": old.id, "state": "ready"}]})
+    workload_update(workload=workload, patch={"config": {"command": "vllm serve meta-llama/Llama-3.1-8B-Instruct"}})
+    reconcile.run(workload.id)
+    assert Replica.objects.get(pk=old.pk).desired is False  # drained to make room, not kept forever
+    _, changed = worker_services.worker_heartbeat(worker=gpu_worker, payload={"replicas": [{"id": old.id, "state": "stopped"}]})
+    assert changed == {workload.id}
+    reconcile.run(workload.id)
+    assert Replica.objects.get().worker == gpu_worker and Replica.objects.get().port is not None
+
+
 def test_stopped_report_of_undesired_replica_frees_it(tenant, cpu_worker):
     workload = workload_create(project=tenant.project, data=vllm_spec())
     reconcile.run(workload.id)

@@ -237,6 +237,8 @@ def worker_heartbeat(*, worker: Worker, payload: dict) -> tuple[list[dict], set[
             state = AGENT_STATES.get(str(report.get("state")), row.state)
             if state == Replica.State.STOPPED and not row.desired:
                 row.delete()  # the agent confirmed the stop: GPUs and port are free again
+                if row.workload_id:
+                    changed_workloads.add(row.workload_id)  # a replica waiting for that room is placed now
                 continue
             if not row.desired and state != Replica.State.STOPPED:
                 state = Replica.State.DRAINING

@@ -32,6 +32,10 @@ class Unplaceable(Exception):
     """Why no worker can take the replica (shown as the workload's message)."""
 
 
+class NoRoom(Unplaceable):
+    """No GPU has room for the replica's estimate: other replicas hold the memory."""
+
+
 def eligible_workers(team_id: str):
     fresh = timezone.now() - timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S)
     # Shared (team-less) workers run every team's engines as one OS user: only where allowed.
@@ -109,5 +113,5 @@ def place(workload) -> Placement:
     for worker in sorted(candidates, key=lambda w: load[w.id]):
         if worker.accepts_cpu and not pinned_gpu:
             return Placement(worker, [], free_port(worker), need)
-    raise Unplaceable(f"no worker has {need / 1024:.1f} GiB of free GPU memory for {workload.model_name} "
+    raise NoRoom(f"no worker has {need / 1024:.1f} GiB of free GPU memory for {workload.model_name} "
                       "(estimate: parameters × bytes per parameter × 1.2 + 2 GiB)")

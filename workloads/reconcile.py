@@ -98,6 +98,15 @@ def plan(desired: Desired, observed: list[Observed], now: datetime) -> Plan:
     return out
 
 
+def make_room(desired: Desired, observed: list[Observed], waiting: int) -> list[tuple[str, str]]:
+    """A rolling update that does not fit replaces instead: when `waiting` new replicas found no GPU
+    with room (the old generation holds it), drain as many old replicas, oldest first. A workload
+    whose replicas fill its GPUs stops serving during such an update; otherwise it would never
+    update at all."""
+    old = sorted((r for r in observed if r.generation != desired.generation), key=lambda r: (r.created_at is None, r.created_at))
+    return [(r.id, "replaced by a newer spec (no room to run both during the update)") for r in old[:waiting]]
+
+
 @dataclass(frozen=True)
 class Status:
     phase: str
@@ -180,12 +189,14 @@ def run(workload_id: str, now: datetime | None = None) -> Status | None:
             Replica.objects.filter(pk=replica_id, desired=True).update(desired=False, state=Replica.State.DRAINING, message=reason)
         new_ids = [Replica.objects.create(workload=workload, generation=desired.generation).id for _ in range(actions.create)]
         unplaceable = ""
+        no_room = 0
         for replica_id in actions.place + new_ids:
             try:
                 where = placement.place(workload)
                 launch = _launch_for(workload, where)
             except (placement.Unplaceable, engines.RecipeError) as exc:
                 unplaceable = str(exc)
+                no_room += isinstance(exc, placement.NoRoom)
                 Replica.objects.filter(pk=replica_id).update(message=unplaceable)
                 continue
             # Compare-and-set: only a still-unplaced replica takes the placement.
@@ -196,6 +207,9 @@ def run(workload_id: str, now: datetime | None = None) -> Status | None:
             )
             if placed:
                 Replica.objects.get(pk=replica_id).gpus.set(where.gpus)
+        # Placed once the agent has stopped them (the sweep, or the stop report, runs us again).
+        for replica_id, reason in make_room(desired, _observe(workload), no_room):
+            Replica.objects.filter(pk=replica_id, desired=True).update(desired=False, state=Replica.State.DRAINING, message=reason)
         observed = _observe(workload)
         result = status(desired, observed, unplaceable, why_zero)
         ready = sum(r.state == Replica.State.READY and r.generation == desired.generation for r in observed)
