@@ -111,7 +111,8 @@ class Notifier:
                 out[wid] = (fingerprint, self._snapshot(wid) if fingerprint is not None else (None, []))
             return out
         finally:
-            connection.close()  # back to the pool (PostgreSQL) / file closed (SQLite) until the next poll
+            if not connection.in_atomic_block:
+                connection.close()  # back to the pool (PostgreSQL) / file closed (SQLite) until the next poll
 
 
 _NOTIFIERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
