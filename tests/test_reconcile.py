@@ -44,6 +44,13 @@ def test_plan_keeps_old_ready_replica_until_new_one_is_ready():
     assert [r for r, _ in result.drain] == ["rep_1"]
 
 
+def test_plan_keeps_a_ready_replica_of_a_draining_worker_until_its_replacement_is_ready():
+    moving = plan(Desired(1, 1), [obs(1, worker_state="draining")], NOW)
+    assert moving.drain == [] and moving.create == 1
+    moved = plan(Desired(1, 1), [obs(1, worker_state="draining"), obs(2, state="ready")], NOW)
+    assert [r for r, _ in moved.drain] == ["rep_1"] and moved.create == 0
+
+
 def test_plan_reschedules_replicas_of_a_long_silent_worker(settings):
     settings.WORKER_OFFLINE_AFTER_S, settings.WORKER_RESCHEDULE_AFTER_S = 60, 120
     blip = plan(Desired(1, 1), [obs(1, seen=NOW - timedelta(seconds=90))], NOW)

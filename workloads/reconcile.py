@@ -71,14 +71,17 @@ def plan(desired: Desired, observed: list[Observed], now: datetime) -> Plan:
     if desired.count is None:
         return out
     live: list[Observed] = []
+    old: list[tuple[Observed, str]] = []  # serving until replaced: (replica, why it goes then)
     for r in observed:
         reason = _lost(r, now)
-        if reason:
+        if reason and r.worker_state == Worker.State.DRAINING and r.state == Replica.State.READY:
+            old.append((r, f"rescheduled: {reason}"))  # its worker still runs it: serve until moved
+        elif reason:
             out.drain.append((r.id, f"rescheduled: {reason}"))
         else:
             live.append(r)
     current = [r for r in live if r.generation == desired.generation]
-    old = [r for r in live if r.generation != desired.generation]
+    old += [(r, "replaced by a newer spec") for r in live if r.generation != desired.generation]
 
     if len(current) < desired.count:
         out.create = desired.count - len(current)
@@ -89,11 +92,12 @@ def plan(desired: Desired, observed: list[Observed], now: datetime) -> Plan:
             out.drain.append((r.id, "scaled down"))
         current = [r for r in current if r.id not in {d for d, _ in out.drain}]
 
-    # Rolling update: keep ready old replicas serving until the new generation is ready.
+    # Rolling update (and a draining worker): keep ready old replicas serving until enough of their
+    # replacements are ready.
     current_ready = sum(r.state == Replica.State.READY for r in current)
-    for r in old:
+    for r, reason in old:
         if desired.count == 0 or r.state != Replica.State.READY or current_ready >= desired.count:
-            out.drain.append((r.id, "replaced by a newer spec"))
+            out.drain.append((r.id, reason))
     out.place = [r.id for r in current if not r.placed]
     return out
 
