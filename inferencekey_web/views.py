@@ -22,6 +22,6 @@ def home(request):
 
 def not_found(request, exception=None):
     """404: JSON under /api/ (what API clients and the SDK read), the dashboard's page elsewhere."""
-    if request.path.startswith("/api/"):
+    if request.path == "/api" or request.path.startswith("/api/"):
         return JsonResponse({"error": "not found", "code": "not_found"}, status=404)
     return defaults.page_not_found(request, exception)

@@ -8,7 +8,7 @@ import pytest
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize("path", ["/api/nope", "/api/projects/demo/nothing/here", "/api/agent/unknown"])
+@pytest.mark.parametrize("path", ["/api", "/api/nope", "/api/projects/demo/nothing/here", "/api/agent/unknown"])
 def test_unknown_api_path_is_a_json_404(client, path):
     response = client.get(path)
     assert response.status_code == 404
