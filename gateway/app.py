@@ -21,7 +21,7 @@ from django.conf import settings
 
 from inferencekey_web.lib import credentials
 
-from . import adapters, metrics
+from . import adapters, metrics, wake
 from .balancer import Balancer
 from .cache import LoadingCache
 from .directory import KeyInfo, Route, Target, load_key, load_route
@@ -88,6 +88,8 @@ class GatewayApp:
         self.keys = LoadingCache(load_key, ttl=ttl, name="gateway keys")
         self.routes = LoadingCache(load_route, ttl=ttl, name="gateway routes")
         self.balancer = Balancer()
+        self.holder = wake.Holder(load_route, self.routes.put, float(_setting("COLD_START_HOLD_S", 600.0)))
+        self.publisher = wake.DemandPublisher()
         self.pool: UpstreamPool | None = None
         self._pool_loop = None
 
@@ -108,6 +110,7 @@ class GatewayApp:
             self._pool_loop = asyncio.get_running_loop()
 
     async def shutdown(self) -> None:
+        self.publisher.stop()
         pool, self.pool = self.pool, None
         if pool is not None:
             await pool.aclose()
@@ -195,11 +198,20 @@ class GatewayApp:
 
         wid = route.workload_id
         metrics.request_started(wid)
+        self.publisher.ensure_running()
         target = self.balancer.pick(route)
         if target is None:
-            metrics.request_failed(wid)
-            raise GatewayError(503, f"workload {route.slug} has no ready replica", "no_ready_replica",
-                               headers=[(b"retry-after", str(RETRY_AFTER_S).encode())])
+            # No ready replica (scaled to zero, starting): hold the request until one is ready.
+            try:
+                route = await self.holder.wait(route, (key.project_id, workload))
+            except wake.HoldRefused as exc:
+                metrics.request_failed(wid)
+                if exc.error == "no_ready_replica":
+                    raise GatewayError(503, exc.detail, exc.error,
+                                       headers=[(b"retry-after", str(RETRY_AFTER_S).encode())]) from None
+                retry = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else []
+                raise GatewayError(exc.status, exc.error, detail=exc.detail, headers=retry) from None
+            target = self.balancer.pick(route)
         metrics.inflight_add(wid, 1)
         try:
             ok = await self._proxy(scope, receive, send, route, route_name, target, prepared)

@@ -89,6 +89,10 @@ class LoadingCache:
             log.warning("%s: background refresh failed (the entry expires at its ttl): %r", self.name,
                         future.exception())
 
+    def put(self, key: Hashable, value: Any) -> None:
+        """Store a value loaded elsewhere (the wake poller's fresher route), aged from now."""
+        self._entries[key] = (value, time.monotonic())
+
     def invalidate(self, key: Hashable | None = None) -> None:
         if key is None:
             self._entries.clear()

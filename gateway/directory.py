@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
+from django.utils import timezone
 
 from accounts import services as account_services
 from accounts.models import DataKey
 from workers.models import Replica
+from workloads import policies
 from workloads.models import Workload
 
 
@@ -56,6 +58,11 @@ class Route:
     task_type: str
     backend: str
     targets: tuple[Target, ...]  # ready replicas, oldest first
+    # With no ready replica: whether the gateway holds requests (and why not), see gateway/wake.py.
+    phase: str = ""
+    message: str = ""
+    autoscaling: bool = False  # a held request wakes it (queues the autoscaler)
+    opens_at: float | None = None  # scheduled and outside its window: epoch s of the next opening
 
 
 def _load_key_sync(token: str) -> KeyInfo | None:
@@ -90,7 +97,7 @@ def _load_route_sync(project_id: str, workload: str) -> Route | None:
         lookup = {"id": workload} if workload.startswith("wl_") else {"slug": workload}
         row = (
             Workload.objects.filter(project_id=project_id, **lookup)
-            .values("id", "slug", "model_name", "task_type", "backend")
+            .values("id", "slug", "model_name", "task_type", "backend", "phase", "message", "policy")
             .first()
         )
         if row is None:
@@ -108,6 +115,7 @@ def _load_route_sync(project_id: str, workload: str) -> Route | None:
             .values_list("id", "port", "launch", "worker__address")
         )
         targets = tuple(make_target(rid, address, port, launch) for rid, port, launch, address in replicas)
+        policy = row["policy"] or {}
         return Route(
             workload_id=row["id"],
             slug=row["slug"],
@@ -115,9 +123,25 @@ def _load_route_sync(project_id: str, workload: str) -> Route | None:
             task_type=row["task_type"] or "text2text",
             backend=row["backend"],
             targets=targets,
+            phase=row["phase"],
+            message=row["message"],
+            autoscaling=policy.get("kind") == "autoscaling",
+            opens_at=None if targets else _opens_at(policy),
         )
     finally:
         close_old_connections()
+
+
+def _opens_at(policy: dict) -> float | None:
+    """A scheduled policy outside its active period: when it opens next (epoch s), else None."""
+    if policy.get("kind") != "scheduled":
+        return None
+    now = timezone.now()
+    if policies.schedule_active(policy, now):
+        return None
+    nxt = policies.next_change(policy, now) if hasattr(policies, "next_change") else \
+        next((t for t, active in policies.next_transitions(policy, now, 2) if active), None)
+    return nxt.timestamp() if nxt is not None else float("inf")
 
 
 load_key = sync_to_async(_load_key_sync, thread_sensitive=False)

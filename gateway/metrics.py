@@ -1,6 +1,6 @@
 """In-memory request counters of this gateway process, per workload and per replica.
 
-Read by the autoscaler (through whatever exports them later): `snapshot()` returns
+Read by the autoscaler through gateway/wake.py (published to workloads/demand.py): `snapshot()` returns
 `{workload_id: {"inflight": n, "requests_total": n, "errors_total": n}}`.
 
 * `requests_total` counts every request that reached a known workload with a valid key
@@ -9,20 +9,21 @@ Read by the autoscaler (through whatever exports them later): `snapshot()` retur
   stream broken mid-way. Client mistakes (4xx) are not errors of the workload.
 * `inflight` is the number of requests currently being proxied (from replica choice until the
   last byte has been sent to the client).
+* `held` (not in `snapshot()`): requests waiting for a ready replica (scale from zero).
 
 Updated from the event loop only (no awaits inside an update): plain dicts, no locks. The
 counters are per process: with several gateway processes, the autoscaler sums them.
 """
 from __future__ import annotations
 
-_workloads: dict[str, list[int]] = {}  # workload_id -> [inflight, requests_total, errors_total]
+_workloads: dict[str, list[int]] = {}  # workload_id -> [inflight, requests_total, errors_total, held]
 _replicas: dict[str, int] = {}  # replica_id -> inflight
 
 
 def _row(workload_id: str) -> list[int]:
     row = _workloads.get(workload_id)
     if row is None:
-        row = _workloads[workload_id] = [0, 0, 0]
+        row = _workloads[workload_id] = [0, 0, 0, 0]
     return row
 
 
@@ -36,6 +37,18 @@ def request_failed(workload_id: str) -> None:
 
 def inflight_add(workload_id: str, delta: int) -> None:
     _row(workload_id)[0] += delta
+
+
+def held_add(workload_id: str, delta: int) -> int:
+    """Requests held waiting for a ready replica (gateway/wake.py); returns the new count."""
+    row = _row(workload_id)
+    row[3] += delta
+    return row[3]
+
+
+def demand_snapshot() -> dict[str, tuple[int, int, int]]:
+    """{workload_id: (inflight, held, requests_total)} for the demand publisher (gateway/wake.py)."""
+    return {wid: (row[0], row[3], row[1]) for wid, row in list(_workloads.items())}
 
 
 def replica_inflight(replica_id: str) -> int:

@@ -215,9 +215,19 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 SWEEP_INTERVAL_S = env_int("INFERENCEKEY_SWEEP_INTERVAL_S", 10)
+# Autoscaler (workloads/autoscaling.py): a pass over the autoscaling workloads this often; a gateway
+# also queues one at once for a workload it holds a request for. Demand is shared through Redis when
+# INFERENCEKEY_DEMAND_URL (else CELERY_BROKER_URL) is redis://…, else through the database.
+AUTOSCALE_INTERVAL_S = env_int("INFERENCEKEY_AUTOSCALE_INTERVAL_S", 5)
+DEMAND_URL = env_str("INFERENCEKEY_DEMAND_URL", "")
+# How long the gateway holds a request for a workload with no ready replica (scaled to zero,
+# starting) before 503 cold_start_timeout.
+COLD_START_HOLD_S = env_float("INFERENCEKEY_COLD_START_HOLD_S", 600.0)
 CELERY_BEAT_SCHEDULE = {
     # `expires` so missed sweeps do not pile up behind a stopped worker.
     "sweep": {"task": "workloads.tasks.sweep", "schedule": float(SWEEP_INTERVAL_S), "options": {"expires": SWEEP_INTERVAL_S}},
+    "autoscale": {"task": "workloads.tasks.autoscale", "schedule": float(AUTOSCALE_INTERVAL_S),
+                  "options": {"expires": AUTOSCALE_INTERVAL_S}},
 }
 
 # Worker liveness (see workers/): offline after WORKER_OFFLINE_AFTER_S without a heartbeat,

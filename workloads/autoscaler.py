@@ -208,11 +208,14 @@ def decide(policy: Policy, state: State, obs: Observation, now: datetime | float
 
     # A new workload or a spec change: start one replica (Knative initial-scale 1) so ensure() →
     # wait_until_ready() → call works; it may fall back to zero after the delay.
-    if state.target is None or state.generation != obs.generation:
+    initial = state.target is None or state.generation != obs.generation
+    if initial:
         start = max(1, policy.min_workers, state.target or 0)
-        new = replace(state, generation=obs.generation, last_demand_at=t, panic_until=None,
-                      recommendations=((t, start),), up_recommendations=())
-        return bound(start, "initial scale")
+        state = replace(state, target=start, generation=obs.generation, last_demand_at=t, panic_until=None,
+                        recommendations=((t, start),), up_recommendations=())
+        if obs.demand is None:
+            new = state
+            return bound(start, "initial scale")
 
     if obs.demand is None:
         new = state
@@ -273,6 +276,8 @@ def decide(policy: Policy, state: State, obs: Observation, now: datetime | float
         return bound(policy.min_workers, f"idle for {idle_for:.0f} s: at min_workers")
     if last_demand_at is not None and idle_for < policy.scale_down_delay_s:
         desired = max(desired, 1)  # recent demand: never zero before the delay
+    if initial and desired <= state.target:
+        return bound(desired, "initial scale")
     if current == 0 and demand > 0:
         return bound(max(1, desired), f"waking from zero: demand {demand:g}", panic=panicking)
     if desired > current:

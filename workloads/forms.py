@@ -232,7 +232,7 @@ class WorkloadForm(forms.Form):
     max_instances = _int("Max instances")
     private_worker_ids = AnyMultipleChoiceField(label="Private workers", required=False,
                                                 widget=forms.CheckboxSelectMultiple)
-    target_inflight_per_replica = _int("Target in-flight requests per replica", help_text="4 when empty.")
+    target_inflight_per_replica = _int("Target in-flight requests per replica", help_text="The engine's default when empty: 32 for vLLM and SGLang, 4 for llama.cpp and Ollama, 1 for image and audio models.")
     scale_down_delay_s = _int("Scale-down delay (s)", help_text="300 when empty.")
 
     worker_id = AnyChoiceField(label="Pin to worker", required=False, choices=[("", "Let the platform choose")])

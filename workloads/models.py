@@ -50,6 +50,9 @@ class Workload(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     reconciled_at = models.DateTimeField(null=True, blank=True)
+    # Autoscaling: the autoscaler's persisted state (workloads/autoscaler.py State.dump(); `target`
+    # is the replica count reconcile runs).
+    autoscaler = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -75,3 +78,21 @@ class ReadinessEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workload_id} {self.phase}: {self.message}"
+
+
+class GatewayDemand(models.Model):
+    """One gateway process's demand for one workload, on the embedded default (Redis holds it when
+    configured; workloads/demand.py). Each process updates its rows at most about once a second from
+    a background task, never on the request path; readers sum the fresh rows and ignore stale ones
+    (a process that died simply stops refreshing)."""
+
+    process = models.CharField(max_length=40)
+    workload_id = models.CharField(max_length=32)
+    inflight = models.PositiveIntegerField(default=0)
+    held = models.PositiveIntegerField(default=0)
+    last_request_at = models.FloatField(null=True, blank=True)  # epoch seconds
+    updated_at = models.FloatField()  # epoch seconds
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["process", "workload_id"], name="uniq_demand_per_process")]
+        indexes = [models.Index(fields=["workload_id"])]

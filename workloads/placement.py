@@ -101,6 +101,9 @@ def place(workload) -> Placement:
         candidates = [w for w in candidates if w.id == workload.worker_id]
         if not candidates:
             raise Unplaceable(f"pinned worker {workload.worker_id} is not online")
+    policy = workload.policy or {}
+    if policy.get("kind") == "autoscaling" and policy.get("source") == "private":
+        return _place_spread(workload, candidates, policy.get("private_worker_ids") or [], need, pinned_gpu)
     if not candidates:
         raise Unplaceable("no online worker: register one (Workers page) or start the local agent")
 
@@ -115,3 +118,28 @@ def place(workload) -> Placement:
             return Placement(worker, [], free_port(worker), need)
     raise NoRoom(f"no worker has {need / 1024:.1f} GiB of free GPU memory for {workload.model_name} "
                       "(estimate: parameters × bytes per parameter × 1.2 + 2 GiB)")
+
+
+def _place_spread(workload, candidates: list[Worker], listed: list[str], need: int, pinned_gpu: Gpu | None) -> Placement:
+    """Private autoscaling: one replica of the workload per GPU of the listed workers (or per CPU
+    of a CPU-capable worker without GPUs), on the worker running fewest of its replicas."""
+    candidates = [w for w in candidates if w.id in listed]
+    if not candidates:
+        raise Unplaceable("none of the listed private workers is online")
+    mine = Replica.objects.filter(workload=workload, state__in=ACTIVE_STATES).exclude(port=None)
+    used_gpus = set(mine.exclude(gpus=None).values_list("gpus__id", flat=True))
+    on_worker: dict[str, int] = {}
+    for worker_id in mine.values_list("worker_id", flat=True):
+        on_worker[worker_id] = on_worker.get(worker_id, 0) + 1
+    for worker in sorted(candidates, key=lambda w: on_worker.get(w.id, 0)):
+        gpus = [g for g in ([pinned_gpu] if pinned_gpu else worker.gpus.all()) if g.id not in used_gpus]
+        reserved = _reserved_by_gpu(worker) if gpus else {}
+        fits = sorted((g for g in gpus if g.memory_total_mb - reserved.get(g.id, 0) >= need),
+                      key=lambda g: g.memory_total_mb - reserved.get(g.id, 0))
+        if fits:
+            return Placement(worker, [fits[0]], free_port(worker), need)
+        if worker.accepts_cpu and not pinned_gpu and not len(worker.gpus.all()) \
+                and on_worker.get(worker.id, 0) < max(1, worker.cpu_count):
+            return Placement(worker, [], free_port(worker), need)
+    raise NoRoom(f"every slot of the listed private workers holds a replica or lacks {need / 1024:.1f} GiB "
+                 f"of free GPU memory for {workload.model_name}")

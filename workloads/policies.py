@@ -240,9 +240,11 @@ def _parse_autoscaling(c: _Collector, config: dict | None, ctx: PolicyContext) -
     if lo is not None and hi is not None and lo > hi:
         c.add(".min_workers", f"must be ≤ max_workers ({hi})")
     result.update(min_workers=lo, max_workers=hi)
-    for key, default in (("target_inflight_per_replica", 4), ("scale_down_delay_s", 300)):
+    # target_inflight_per_replica absent → None: the autoscaler's per-engine default applies
+    # (workloads/autoscaler.py default_target_inflight).
+    for key, default in (("target_inflight_per_replica", None), ("scale_down_delay_s", 300)):
         value = config.get(key, default)
-        if not _is_int(value) or value < 1:
+        if value is not None and (not _is_int(value) or value < 1):
             c.add(f".{key}", "must be an integer ≥ 1")
         result[key] = value
 
@@ -449,7 +451,7 @@ def desired_replicas(policy: dict, now: datetime, load: Load | None = None) -> i
         return policy.get("replicas", 1) if schedule_active(policy, now) else 0
     load = load or Load()
     lo, hi = policy.get("min_workers") or 0, policy.get("max_workers") or 1
-    want = math.ceil(load.inflight / max(1, policy.get("target_inflight_per_replica", 4)))
+    want = math.ceil(load.inflight / max(1, policy.get("target_inflight_per_replica") or 4))
     if want < load.current_replicas and load.idle_seconds < policy.get("scale_down_delay_s", 300):
         want = load.current_replicas  # hold capacity until the scale-down delay has passed
     return max(lo, min(hi, want))

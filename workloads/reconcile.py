@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class Desired:
     generation: int
     count: int | None  # None: this policy is not reconciled yet
+    wakes: bool = False  # autoscaling: at zero it is ready (a request wakes it), not stopped
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,9 @@ def status(desired: Desired, observed: list[Observed], unplaceable: str = "", wh
     if desired.count is None:
         return Status(Phase.PENDING, "", "autoscaling is accepted but not reconciled yet (a later release runs it)")
     if desired.count == 0:
+        if desired.wakes:
+            # wait_until_ready() returns at once; the gateway holds the first request while it wakes.
+            return Status(Phase.READY, "", why_zero)
         return Status(Phase.STOPPED, "", why_zero or "0 replicas wanted")
     current = [r for r in observed if r.generation == desired.generation]
     ready = [r for r in current if r.state == Replica.State.READY]
@@ -144,7 +148,13 @@ def status(desired: Desired, observed: list[Observed], unplaceable: str = "", wh
 def desired_for(workload: Workload, now: datetime) -> tuple[Desired, str]:
     policy = workload.policy or {"kind": "fixed", "replicas": 1}
     if policy.get("kind") == "autoscaling":
-        return Desired(workload.generation, None), ""
+        from . import autoscaling
+
+        if not autoscaling.runs_here(policy):
+            return Desired(workload.generation, None), ""  # cloud: the capacity providers' path
+        # The autoscaler's persisted target (workloads/autoscaling.py); one replica until it decides.
+        count = autoscaling.initial_target(workload)
+        return Desired(workload.generation, count, wakes=True), autoscaling.SCALED_TO_ZERO
     count = policies.desired_replicas(policy, now)
     why = ""
     if count == 0:

@@ -53,3 +53,21 @@ def sweep() -> None:
         return
     for workload_id in lagging:
         tasks.send("workloads.tasks.reconcile_workload", [workload_id])
+
+
+@shared_task(ignore_result=True, expires=30)
+def autoscale(workload_id: str | None = None) -> None:
+    """Run the autoscaler: for one workload (queued by a gateway holding a request for it), or for
+    every private autoscaling workload (beat, every AUTOSCALE_INTERVAL_S)."""
+    from . import autoscaling, demand
+
+    try:
+        if workload_id:
+            autoscaling.tick(workload_id)
+        else:
+            autoscaling.tick_all()
+            demand.forget_old()
+    except OperationalError as exc:
+        if not transient(exc):
+            raise
+        log.warning("autoscale skipped: transient database error (%s); the next pass runs soon", exc)

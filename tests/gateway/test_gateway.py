@@ -234,6 +234,7 @@ def test_routes_that_do_not_fit_the_task_type_are_refused(asgi_call, tenant, mak
 @pytest.mark.parametrize("state,desired", [("starting", True), ("ready", False), ("failed", True)])
 def test_no_ready_replica_is_503_with_retry_after(asgi_call, tenant, make_workload, standin, state, desired):
     workload = make_workload("bot", ports=[standin], state=state, desired=desired)
+    type(workload).objects.filter(pk=workload.pk).update(phase="stopped")  # not coming back: not held
     response = asgi_call("POST", CHAT, tenant.api_key, chat_body())
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"

@@ -85,7 +85,8 @@ def test_sdk_scoped_key(client, tenant, make_workload, standin):
 
 
 def test_sdk_sees_no_ready_replica_and_task_mismatch(client, tenant, make_workload, standin):
-    make_workload("bot", ports=[standin], state="starting")
+    bot = make_workload("bot", ports=[standin], state="starting")
+    type(bot).objects.filter(pk=bot.pk).update(phase="stopped")  # not coming back: answered at once
     make_workload("emb", ports=[standin], task_type="embedding")
     with pytest.raises(ApiError, match=r"api error \(status 503\): workload bot has no ready replica"):
         client.endpoint("bot", api_key=tenant.api_key).generate_text(prompt="x")

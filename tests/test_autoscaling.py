@@ -1,0 +1,101 @@
+"""Private autoscaling against the database: initial scale, scale to zero, wake on held demand,
+spreading over the listed workers, and demand summed over gateway processes."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from workers.models import Gpu, Replica, Worker
+from workloads import autoscaling, demand, reconcile
+from workloads.models import GatewayDemand, Phase, Workload
+from workloads.services import workload_create
+
+from .specs import vllm_spec
+
+
+@pytest.fixture
+def local(db):
+    return Worker.objects.create(team=None, name="local", accepts_cpu=True, cpu_count=2, state=Worker.State.ONLINE,
+                                 last_heartbeat_at=timezone.now())
+
+
+def private(*workers, min_workers=0, max_workers=2, delay=30):
+    return vllm_spec(execution_policy="autoscaling", execution_policy_config={
+        "min_workers": min_workers, "max_workers": max_workers, "scale_down_delay_s": delay,
+        "workers": {"source": "private", "private_worker_ids": [w.id for w in workers]}})
+
+
+def live(workload):
+    return Replica.objects.filter(workload=workload, desired=True)
+
+
+def test_new_autoscaling_workload_starts_one_replica(tenant, local):
+    workload = workload_create(project=tenant.project, data=private(local))
+    result = reconcile.run(workload.id)
+    assert live(workload).count() == 1 and result.phase == Phase.PROVISIONING
+
+
+def test_idle_workload_scales_to_zero_and_stays_ready(tenant, local):
+    workload = workload_create(project=tenant.project, data=private(local))
+    reconcile.run(workload.id)
+    autoscaling.tick(workload.id, timezone.now(), demand.Counts())
+    decision = autoscaling.tick(workload.id, timezone.now() + timedelta(seconds=31), demand.Counts())
+    workload.refresh_from_db()
+    assert decision.target == 0 and live(workload).count() == 0
+    assert (workload.phase, workload.message) == (Phase.READY, autoscaling.SCALED_TO_ZERO)
+
+
+def test_held_request_wakes_a_workload_at_zero(tenant, local):
+    workload = workload_create(project=tenant.project, data=private(local))
+    reconcile.run(workload.id)
+    autoscaling.tick(workload.id, timezone.now(), demand.Counts())
+    autoscaling.tick(workload.id, timezone.now() + timedelta(seconds=31), demand.Counts())
+    demand.publish("gw-1", {workload.id: demand.Counts(inflight=0, held=1, last_request_at=None)})
+    decision = autoscaling.tick(workload.id, timezone.now() + timedelta(seconds=32))
+    assert decision.target == 1 and live(workload).count() == 1
+
+
+def test_demand_scales_up_across_the_listed_workers_one_per_gpu(tenant, local):
+    boxes = []
+    for name in ("a", "b"):
+        box = Worker.objects.create(team=tenant.team, name=name, state=Worker.State.ONLINE, last_heartbeat_at=timezone.now())
+        Gpu.objects.create(worker=box, index=0, name="NVIDIA L4", memory_total_mb=80000)
+        boxes.append(box)
+    workload = workload_create(project=tenant.project, data=private(*boxes, max_workers=4))
+    reconcile.run(workload.id)
+    decision = autoscaling.tick(workload.id, timezone.now(), demand.Counts(inflight=200))
+    placed = sorted(live(workload).exclude(worker=None).values_list("worker__name", flat=True))
+    assert decision.target == 2 and decision.capped  # 2 GPUs listed: the cap binds before max_workers
+    assert placed == ["a", "b"]
+
+
+def test_unlisted_workers_are_not_used(tenant, local):
+    other = Worker.objects.create(team=tenant.team, name="other", accepts_cpu=True, cpu_count=8,
+                                  state=Worker.State.ONLINE, last_heartbeat_at=timezone.now())
+    workload = workload_create(project=tenant.project, data=private(local, max_workers=4))
+    reconcile.run(workload.id)
+    autoscaling.tick(workload.id, timezone.now(), demand.Counts(inflight=200))
+    assert not live(workload).filter(worker=other).exists()
+
+
+def test_demand_is_summed_over_processes_and_stale_counts_are_ignored(db):
+    demand.publish("gw-1", {"wl_x": demand.Counts(2, 1, 90.0)}, now=100.0)
+    demand.publish("gw-2", {"wl_x": demand.Counts(3, 0, 95.0)}, now=100.0)
+    demand.publish("gw-3", {"wl_x": demand.Counts(7, 0, 99.0)}, now=100.0 - demand.STALE_S - 1)
+    assert demand.read(["wl_x"], now=100.5)["wl_x"] == demand.Counts(5, 1, 99.0)
+    assert GatewayDemand.objects.count() == 3
+
+
+def test_steady_idle_tick_writes_nothing(tenant, local):
+    workload = workload_create(project=tenant.project, data=private(local))
+    reconcile.run(workload.id)
+    start = timezone.now()
+    autoscaling.tick(workload.id, start, demand.Counts())
+    autoscaling.tick(workload.id, start + timedelta(seconds=31), demand.Counts())
+    before = Workload.objects.get(pk=workload.pk).autoscaler
+    with time_machine.travel(start + timedelta(seconds=33)):
+        autoscaling.tick(workload.id, start + timedelta(seconds=33), demand.Counts())
+    assert Workload.objects.get(pk=workload.pk).autoscaler == before

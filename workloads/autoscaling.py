@@ -1,0 +1,124 @@
+"""Running the autoscaler: observe → decide → persist → reconcile (the thin part around
+workloads/autoscaler.py, as reconcile.run() is around plan()).
+
+`tick(workload_id)` is what the Celery task `workloads.tasks.autoscale` runs: beat calls it for every
+autoscaling workload every AUTOSCALE_INTERVAL_S, and a gateway queues it at once for one workload
+when a request is held for it (scale from zero). The decision's state is written with
+compare-and-set on `generation`; a changed target runs the reconcile at once.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from workers.models import Replica, Worker
+
+from . import autoscaler, demand
+from .models import Workload
+
+log = logging.getLogger(__name__)
+
+# A state whose only change is a refreshed timestamp is written at most this often (restarts then
+# lose at most this much of the scale-down window; a steady workload costs no write per tick).
+STATE_REFRESH_S = 15.0
+SCALED_TO_ZERO = "scaled to zero; wakes on the next request"
+
+
+def runs_here(policy: dict) -> bool:
+    """Autoscaling workloads this module scales: private workers (the cloud path is providers')."""
+    return policy.get("kind") == "autoscaling" and policy.get("source") == "private"
+
+
+def initial_target(workload: Workload) -> int:
+    """The target before the autoscaler has decided for this generation (a create or a change)."""
+    state = autoscaler.State.load(workload.autoscaler)
+    if state.target is not None and state.generation == workload.generation:
+        return state.target
+    policy = autoscaler.Policy.of(workload)
+    return max(1, policy.min_workers, state.target or 0)
+
+
+def private_slots(workload: Workload) -> tuple[int, str]:
+    """Replicas the listed private workers can hold: one per GPU, and on a CPU-capable worker
+    without GPUs one per CPU (`cpu_count`, at least 1). Only online workers the team may use."""
+    ids = (workload.policy or {}).get("private_worker_ids") or []
+    fresh = timezone.now().timestamp() - settings.WORKER_OFFLINE_AFTER_S
+    usable = Q(team_id=workload.project.team_id)
+    if settings.ALLOW_SHARED_WORKER:
+        usable |= Q(team__isnull=True)
+    slots = 0
+    workers = Worker.objects.filter(usable, pk__in=ids, state=Worker.State.ONLINE).prefetch_related("gpus")
+    for w in workers:
+        if w.last_heartbeat_at is None or w.last_heartbeat_at.timestamp() < fresh:
+            continue
+        gpus = len(w.gpus.all())
+        slots += gpus if gpus else (max(1, w.cpu_count) if w.accepts_cpu else 0)
+    return slots, f"{slots} slot(s) on the listed private workers"
+
+
+def observe(workload: Workload, counts: demand.Counts | None) -> autoscaler.Observation:
+    """The observation for one private autoscaling workload (h8 builds the cloud one the same way,
+    with the cost cap in `cap`)."""
+    ready = Replica.objects.filter(workload=workload, desired=True, generation=workload.generation,
+                                   state=Replica.State.READY).count()
+    slots, why = private_slots(workload)
+    counts = counts or demand.Counts()
+    return autoscaler.Observation(
+        demand=counts.inflight + counts.held, inflight=counts.inflight, held=counts.held, ready=ready,
+        last_request_at=counts.last_request_at, generation=workload.generation,
+        cap=slots or None, cap_reason=why,
+    )
+
+
+def _material(state: dict) -> tuple:
+    recs = state.get("recommendations") or []
+    return (state.get("target"), state.get("generation"), state.get("samples"), state.get("panic_until"),
+            [v for _, v in recs], state.get("last_demand_at"))
+
+
+def tick(workload_id: str, now: datetime | None = None, counts: demand.Counts | None = None) -> autoscaler.Decision | None:
+    now = now or timezone.now()
+    workload = Workload.objects.select_related("project").filter(pk=workload_id).first()
+    if workload is None or not runs_here(workload.policy or {}):
+        return None
+    if counts is None:
+        counts = demand.read([workload_id]).get(workload_id)
+    previous = workload.autoscaler or {}
+    state = autoscaler.State.load(previous)
+    decision = autoscaler.decide(autoscaler.Policy.of(workload), state, observe(workload, counts), now)
+    dumped = decision.state.dump()
+    saved_at = previous.get("saved_at") or 0.0
+    if _material(dumped) != _material(previous) or now.timestamp() - saved_at >= STATE_REFRESH_S:
+        dumped["saved_at"] = now.timestamp()
+        dumped["reason"] = decision.reason
+        dumped["desired"] = decision.desired
+        dumped["capped"] = decision.capped
+        # Compare-and-set: a spec change meanwhile starts over at its own initial scale.
+        Workload.objects.filter(pk=workload.pk, generation=workload.generation).update(autoscaler=dumped)
+    if decision.target != workload.desired_replicas or decision.target != state.target:
+        from . import reconcile
+
+        log.info("autoscale %s: %s → %s (%s)", workload.slug, state.target, decision.target, decision.reason)
+        reconcile.run(workload.pk, now)
+    return decision
+
+
+def tick_all(now: datetime | None = None) -> int:
+    """One beat pass over every private autoscaling workload (demand read once for all)."""
+    started = time.monotonic()
+    ids = list(Workload.objects.filter(policy__kind="autoscaling", policy__source="private").values_list("id", flat=True))
+    if not ids:
+        return 0
+    counts = demand.read(ids)
+    for wid in ids:
+        try:
+            tick(wid, now, counts.get(wid) or demand.Counts())
+        except Exception:  # one bad workload must not stop the others
+            log.exception("autoscale %s failed", wid)
+    log.debug("autoscale pass over %d workloads in %.3fs", len(ids), time.monotonic() - started)
+    return len(ids)
