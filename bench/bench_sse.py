@@ -5,7 +5,7 @@ on PostgreSQL, p95 of each under 1 s, the web process's file descriptors back to
 Starts `manage.py up` (uvicorn, Celery, local agent with the stand-in engine as `vllm`) in a
 throwaway data dir on the database of BENCH_DATABASE_URL (a fresh PostgreSQL database is created
 and dropped; without it SQLite), makes one served workload (for the gateway) and one that never
-settles (autoscaling: `pending`, so its streams stay open), mints enough SDK tokens for the
+settles (pinned to a probe worker that never runs it: `provisioning`, so its streams stay open), mints enough SDK tokens for the
 per-token cap, registers a probe worker, then:
 
   1. warms up and records the web process's fd count (baseline);
@@ -38,9 +38,6 @@ from _stack import ROOT, free_port, percentiles
 STANDIN_BIN = ROOT / "tests" / "standin_engine" / "bin"
 PER_TOKEN = 20  # READINESS_MAX_STREAMS_PER_TOKEN's default
 SSE_PATH = "/api/projects/demo/workloads/parked/readiness-events"
-AUTOSCALING = {"min_workers": 0, "max_workers": 1, "max_hourly_cost_usd": 5.0,  # accepted, never reconciled: `pending`
-               "workers": {"source": "cloud", "cloud_pool": {"gpu_pool": ["NVIDIA A100-SXM4-80GB"], "max_hourly_cost_usd": 5.0,
-                                                             "max_instances": 1, "allowed_cuda_versions": ["13.0"]}}}
 
 MINT = """
 import json
@@ -146,11 +143,11 @@ class Probes(threading.Thread):
 
 
 async def hold_streams(base: str, tokens: list[str], n: int, seconds: float) -> dict:
-    opened, frames, failures = 0, 0, []
+    opened, frames, ended, failures = 0, 0, 0, []
     limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(60, read=None), limits=limits) as client:
         async def one(i: int):
-            nonlocal opened, frames
+            nonlocal opened, frames, ended
             token = tokens[i // PER_TOKEN]
             try:
                 async with client.stream("GET", SSE_PATH, headers={"Authorization": f"Bearer {token}"}) as r:
@@ -160,6 +157,7 @@ async def hold_streams(base: str, tokens: list[str], n: int, seconds: float) -> 
                     opened += 1
                     async for line in r.aiter_lines():
                         frames += line.startswith("data: ")
+                    ended += 1  # closed by the server before the end of the run
             except httpx.HTTPError as exc:
                 failures.append(f"{type(exc).__name__}: {exc}")
 
@@ -169,7 +167,7 @@ async def hold_streams(base: str, tokens: list[str], n: int, seconds: float) -> 
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return {"opened": peak_open, "frames": frames, "failures": failures}
+    return {"opened": peak_open, "frames": frames, "ended": ended, "failures": failures}
 
 
 def main() -> None:
@@ -210,16 +208,17 @@ def main() -> None:
         creds = json.loads(manage("bootstrap", "--email", "sse@example.com", "--team", "bench", "--project", "demo",
                                   "--json").splitlines()[-1])
         minted = json.loads(manage("shell", "-c", MINT.format(n=(args.streams + PER_TOKEN - 1) // PER_TOKEN)).splitlines()[-1])
-        worker_token = httpx.post(f"{base}/api/agent/register", json={"join_token": minted["join"], "hostname": "probe",
-                                                                       "cpu_only": True}, timeout=30).json()["worker_token"]
+        probe = httpx.post(f"{base}/api/agent/register", json={"join_token": minted["join"], "hostname": "probe",
+                                                                "cpu_only": True}, timeout=30).json()
+        worker_token = probe["worker_token"]
         mgmt = ManagementClient(base_url=base, sdk_token=creds["sdk_token"], project="demo")
         mgmt.ensure(WorkloadSpec(name="served", slug="served", model="standin/tiny-chat", backend="vllm",
                                  command="vllm serve standin/tiny-chat"))
         mgmt.wait_until_ready("served", timeout=120, silent=True)
         parked = httpx.post(f"{base}/api/projects/demo/workloads", headers={"Authorization": f"Bearer {creds['sdk_token']}"},
                             json={"name": "parked", "slug": "parked", "model_name": "standin/tiny-chat", "backend": "vllm",
-                                  "config": {"command": "vllm serve standin/tiny-chat"}, "execution_policy": "autoscaling",
-                                  "execution_policy_config": AUTOSCALING},
+                                  "config": {"command": "vllm serve standin/tiny-chat"},
+                                  "worker_id": probe["worker_id"]},  # never run by the probe: stays `provisioning`
                             timeout=30)
         assert parked.status_code == 201, parked.text
         pid = web_pid(up.pid)
@@ -257,7 +256,8 @@ def main() -> None:
         db = "PostgreSQL" if database_url else "SQLite"
         print(f"{args.streams} readiness streams for {args.seconds:.0f} s on {db}; 1 uvicorn process; "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-        print(f"streams open at the end: {streams['opened']} (failures {len(streams['failures'])}), frames read {streams['frames']}")
+        print(f"streams opened: {streams['opened']}, closed by the server before the end: {streams['ended']}, "
+              f"failures: {len(streams['failures'])}; frames read: {streams['frames']}")
         print(f"{'':<12}{'calls':>7}{'errors':>8}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
         for name in ("api", "heartbeat", "gateway"):
             samples = probes.samples[name]

@@ -14,7 +14,6 @@ import httpx
 import pytest
 from inferencekey import ManagementClient, WorkloadSpec
 
-from ..specs import CLOUD_AUTOSCALING
 from .conftest import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -61,8 +60,9 @@ def _fds(pid: int, data_dir) -> tuple[int, int]:
 def test_sixty_waiting_streams_leave_api_heartbeat_and_gateway_answering(stack):
     base, creds = stack.base_url, stack.creds
     minted = json.loads(stack.manage("shell", "-c", MINT).splitlines()[-1])
-    worker_token = httpx.post(f"{base}/api/agent/register", timeout=30,
-                              json={"join_token": minted["join"], "hostname": "probe", "cpu_only": True}).json()["worker_token"]
+    probe = httpx.post(f"{base}/api/agent/register", timeout=30,
+                       json={"join_token": minted["join"], "hostname": "probe", "cpu_only": True}).json()
+    worker_token = probe["worker_token"]
     mgmt = ManagementClient(base_url=base, sdk_token=creds["sdk_token"], project="demo")
     mgmt.ensure(WorkloadSpec(name="Served", slug="served", model="standin/tiny-chat", backend="vllm",
                              command="vllm serve standin/tiny-chat --max-model-len 512"))
@@ -71,7 +71,8 @@ def test_sixty_waiting_streams_leave_api_heartbeat_and_gateway_answering(stack):
     parked = httpx.post(f"{base}/api/projects/demo/workloads", headers=sdk, timeout=30, json={
         "name": "Parked", "slug": "parked", "model_name": "standin/tiny-chat", "backend": "vllm",
         "config": {"command": "vllm serve standin/tiny-chat"},
-        "execution_policy": "autoscaling", "execution_policy_config": CLOUD_AUTOSCALING})  # stays `pending`
+        # Pinned to the probe worker, which never runs it: the workload stays `provisioning`.
+        "worker_id": probe["worker_id"]})
     assert parked.status_code == 201
     [web] = stack.children("uvicorn")
 
@@ -98,20 +99,24 @@ def test_sixty_waiting_streams_leave_api_heartbeat_and_gateway_answering(stack):
 
     async def hold(seconds: float, tokens: list[str]) -> list[int]:
         statuses: list[int] = []
+        ended: list[str] = []
         limits = httpx.Limits(max_connections=STREAMS + 5, max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(30, read=None), limits=limits) as client:
             async def one(i: int):
+                last = ""
                 headers = {"Authorization": f"Bearer {tokens[i // 20]}"}
                 async with client.stream("GET", "/api/projects/demo/workloads/parked/readiness-events", headers=headers) as r:
                     statuses.append(r.status_code)
-                    async for _ in r.aiter_lines():
-                        pass
+                    async for line in r.aiter_lines():
+                        last = line or last
+                ended.append(last)  # the server closed it (not the cancel below)
 
             tasks = [asyncio.create_task(one(i)) for i in range(STREAMS)]
             await asyncio.sleep(seconds)
             for task in tasks:
                 task.cancel()  # the clients walk away mid-stream
             await asyncio.gather(*tasks, return_exceptions=True)
+        assert not ended, ended[:3]  # every stream stayed open while waiting
         return statuses
 
     # Warm up, then take the baseline. Database connections are counted apart: the PostgreSQL pool may
