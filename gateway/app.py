@@ -199,6 +199,8 @@ class GatewayApp:
         wid = route.workload_id
         metrics.request_started(wid)
         self.publisher.ensure_running()
+        if route.autoscaling:
+            self.publisher.routes[wid] = route  # for the publisher's scale-up trigger
         target = self.balancer.pick(route)
         if target is None:
             # No ready replica (scaled to zero, starting): hold the request until one is ready.

@@ -16,7 +16,7 @@ from django.utils import timezone
 from accounts import services as account_services
 from accounts.models import DataKey
 from workers.models import Replica
-from workloads import policies
+from workloads import autoscaler, policies
 from workloads.models import Workload
 
 
@@ -63,6 +63,8 @@ class Route:
     message: str = ""
     autoscaling: bool = False  # a held request wakes it (queues the autoscaler)
     opens_at: float | None = None  # scheduled and outside its window: epoch s of the next opening
+    per_replica: int = 0  # autoscaling: requests in flight one replica is sized for
+    max_replicas: int = 0  # autoscaling: max_workers
 
 
 def _load_key_sync(token: str) -> KeyInfo | None:
@@ -116,6 +118,8 @@ def _load_route_sync(project_id: str, workload: str) -> Route | None:
         )
         targets = tuple(make_target(rid, address, port, launch) for rid, port, launch, address in replicas)
         policy = row["policy"] or {}
+        scaling = autoscaler.Policy.from_dict(policy, row["backend"], row["task_type"] or "text2text") \
+            if policy.get("kind") == "autoscaling" else None
         return Route(
             workload_id=row["id"],
             slug=row["slug"],
@@ -127,6 +131,8 @@ def _load_route_sync(project_id: str, workload: str) -> Route | None:
             message=row["message"],
             autoscaling=policy.get("kind") == "autoscaling",
             opens_at=None if targets else _opens_at(policy),
+            per_replica=scaling.target_inflight_per_replica if scaling else 0,
+            max_replicas=scaling.max_workers if scaling else 0,
         )
     finally:
         close_old_connections()

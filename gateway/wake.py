@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.2  # route reads while someone is held (one query per held workload and process)
 FLUSH_S = 1.0
+TRIGGER_S = 2.0  # a workload's autoscaler is queued by the publisher at most this often
 PROCESS = f"{socket.gethostname()[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 _PHASE_ERROR = "error"
 _PHASE_STOPPED = "stopped"
@@ -164,6 +165,8 @@ class DemandPublisher:
 
     def __init__(self) -> None:
         self._published: dict[str, tuple[int, int, int, float | None, float]] = {}
+        self.routes: dict[str, Route] = {}  # autoscaling workloads this process served (latest route)
+        self._triggered: dict[str, float] = {}
         self._task: asyncio.Task | None = None
         self._loop = None
 
@@ -179,17 +182,35 @@ class DemandPublisher:
 
     async def _run(self) -> None:
         publish = sync_to_async(publish_sync, thread_sensitive=False)
+        send = sync_to_async(tasks.send, thread_sensitive=False)
         while True:
             await asyncio.sleep(FLUSH_S)
             try:
-                changes = self.changes(time.time())
+                now = time.time()
+                changes = self.changes(now)
                 if changes:
                     await publish(PROCESS, changes)
+                for wid in self.overloaded(changes, now):
+                    await send("workloads.tasks.autoscale", [wid])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("gateway: demand publish failed (retried next second): %r", exc)
                 self._published.clear()  # publish everything again next time
+
+    def overloaded(self, changes: dict[str, demand.Counts], now: float) -> list[str]:
+        """Autoscaling workloads whose demand through this process alone exceeds what their ready
+        replicas are sized for: queue their autoscaler now rather than at the next beat pass (a
+        step of load reaches a decision within about a second). At most every TRIGGER_S each."""
+        out = []
+        for wid, c in changes.items():
+            route = self.routes.get(wid)
+            if route is None or not route.per_replica or len(route.targets) >= route.max_replicas:
+                continue
+            if c.inflight + c.held > route.per_replica * len(route.targets) and now - self._triggered.get(wid, 0.0) >= TRIGGER_S:
+                self._triggered[wid] = now
+                out.append(wid)
+        return out
 
     def changes(self, now: float) -> dict[str, demand.Counts]:
         out: dict[str, demand.Counts] = {}

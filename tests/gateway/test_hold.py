@@ -93,3 +93,16 @@ def test_demand_publisher_sends_only_changes():
     metrics.held_add("wl_a", -1)
     assert publisher.changes(103.0)["wl_a"].held == 0
     metrics.reset()
+
+
+def test_publisher_queues_the_autoscaler_when_one_process_alone_overloads_the_replicas():
+    from gateway.directory import Route, Target
+
+    publisher = wake.DemandPublisher()
+    route = Route("wl_a", "a", "m", "text2text", "vllm", (Target("rep_1", "127.0.0.1", 1, b"/v1"),),
+                  autoscaling=True, per_replica=2, max_replicas=4)
+    publisher.routes["wl_a"] = route
+    busy = {"wl_a": wake.demand.Counts(inflight=3)}
+    assert publisher.overloaded(busy, 100.0) == ["wl_a"]
+    assert publisher.overloaded(busy, 100.5) == []  # rate-limited
+    assert publisher.overloaded({"wl_a": wake.demand.Counts(inflight=2)}, 200.0) == []  # within capacity
