@@ -195,7 +195,9 @@ def _read_stream(stack, slug: str, frames: list) -> None:
                 frames.append((time.monotonic(), json.loads(line[5:])))
 
 
-def test_readiness_stream_opened_before_a_patch_follows_the_new_generation(stack):
+def test_readiness_stream_opened_before_a_patch_follows_the_new_generation(stack, impostors):
+    # (With the impostors on the first ports, an engine that could not bind its port used to be
+    # reported ready at once: the stream then ended with a `ready` no engine of the workload gave.)
     mgmt = mgmt_for(stack)
     mgmt.ensure(spec("gen", extra=" --boot-s 3"))  # /health answers 503 for 3 s: not ready yet
     frames: list = []
@@ -212,3 +214,14 @@ def test_readiness_stream_opened_before_a_patch_follows_the_new_generation(stack
         wait_for(lambda: chat(client, "gen").json()["model"] == "standin/tiny-chat-v2", 10, what="the new engine")
     mgmt.delete("gen")
 
+
+def test_wait_until_ready_after_a_patch_waits_for_the_new_generation(stack, impostors):
+    mgmt = mgmt_for(stack)
+    mgmt.ensure(spec("after"))
+    mgmt.wait_until_ready("after", timeout=90, silent=True)
+    for i in range(3):
+        mgmt.ensure(spec("after", extra=f" --boot-s 3 --x {i}"))
+        patched = time.monotonic()
+        mgmt.wait_until_ready("after", timeout=90, silent=True)
+        assert time.monotonic() - patched >= 3, i  # the new engine answers /health 3 s after its start
+    mgmt.delete("after")
