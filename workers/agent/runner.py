@@ -226,10 +226,11 @@ class ReplicaRunner:
         finally:
             self._http.close()
             with self._lock:
-                self._done = True
                 detached = self._detach
-            if not detached:
+            if not detached:  # before `done`: a runner that replaces this one claims its own port
                 self.sup.release_port(self.id)
+            with self._lock:
+                self._done = True
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
