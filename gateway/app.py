@@ -205,7 +205,7 @@ class GatewayApp:
         if target is None:
             # No ready replica (scaled to zero, starting): hold the request until one is ready.
             try:
-                route = await self.holder.wait(route, (key.project_id, workload))
+                route = await self._hold(route, (key.project_id, workload), receive)
             except wake.HoldRefused as exc:
                 metrics.request_failed(wid)
                 if exc.error == "no_ready_replica":
@@ -230,6 +230,20 @@ class GatewayApp:
             metrics.request_failed(wid)
 
     # ------------------------------------------------------------------ steps
+
+    async def _hold(self, route: Route, cache_key: tuple, receive) -> Route:
+        """Hold for a ready replica; a client that hangs up meanwhile stops being held (and counted)."""
+        held = asyncio.ensure_future(self.holder.wait(route, cache_key))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait((held, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not held.done():
+                held.cancel()
+        if held.cancelled() or not held.done():
+            raise _ClientGone()
+        return held.result()
 
     async def _authenticate(self, scope) -> KeyInfo:
         token = None
@@ -455,6 +469,12 @@ def _check_content_length(scope, cap: int, rest: str) -> None:
             if length > cap:
                 raise _too_large(cap, rest)
             return
+
+
+async def _disconnected(receive) -> None:
+    """Returns when the client has gone (the body was read already: nothing else can arrive)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _read_limited(response: Response, limit: int) -> bytes:

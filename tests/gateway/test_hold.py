@@ -106,3 +106,34 @@ def test_publisher_queues_the_autoscaler_when_one_process_alone_overloads_the_re
     assert publisher.overloaded(busy, 100.0) == ["wl_a"]
     assert publisher.overloaded(busy, 100.5) == []  # rate-limited
     assert publisher.overloaded({"wl_a": wake.demand.Counts(inflight=2)}, 200.0) == []  # within capacity
+
+
+def test_a_client_that_hangs_up_while_held_stops_counting(gateway_app, tenant, make_workload, standin, queued):
+    import asyncio
+    import json
+
+    workload = make_workload("bot", ports=[standin], state="starting")
+    body = json.dumps(chat_body()).encode()
+    sent = []
+
+    async def go():
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            if messages:
+                return messages.pop()
+            await asyncio.sleep(0.5)
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": CHAT, "root_path": "",
+                 "headers": [(b"authorization", f"Bearer {tenant.api_key}".encode()), (b"content-type", b"application/json")]}
+        await asyncio.wait_for(gateway_app(scope, receive, send), 10)
+        await asyncio.sleep(0)  # the cancelled hold's cleanup runs
+        await gateway_app.shutdown()
+
+    asyncio.run(go())
+    assert sent == []  # nothing to answer: the client is gone
+    assert metrics.demand_snapshot()[workload.id][1] == 0  # no longer held
