@@ -226,6 +226,8 @@ COLD_START_HOLD_S = env_float("INFERENCEKEY_COLD_START_HOLD_S", 600.0)
 CELERY_BEAT_SCHEDULE = {
     # `expires` so missed sweeps do not pile up behind a stopped worker.
     "sweep": {"task": "workloads.tasks.sweep", "schedule": float(SWEEP_INTERVAL_S), "options": {"expires": SWEEP_INTERVAL_S}},
+    "capacity-sweep": {"task": "workers.tasks.capacity_sweep", "schedule": float(SWEEP_INTERVAL_S),
+                       "options": {"expires": SWEEP_INTERVAL_S}},
     "autoscale": {"task": "workloads.tasks.autoscale", "schedule": float(AUTOSCALE_INTERVAL_S),
                   "options": {"expires": AUTOSCALE_INTERVAL_S}},
 }
@@ -238,6 +240,17 @@ HEARTBEAT_INTERVAL_S = env_float("INFERENCEKEY_HEARTBEAT_INTERVAL_S", 3.0)
 # The shared (team-less) local worker `up` starts: a one-machine convenience where every team's
 # engines run as this machine's user. On here; off under the production settings unless opted in.
 ALLOW_SHARED_WORKER = env_bool("INFERENCEKEY_ALLOW_SHARED_WORKER", True)
+
+# Cloud capacity (workers/providers/, workers/capacity.py): which provider makes machines for
+# `workers.source = "cloud"`, how long an instance's agent may take to register before the
+# instance is replaced, and where agents reach this server.
+CLOUD_PROVIDER = env_str("INFERENCEKEY_CLOUD_PROVIDER", "local")
+CLOUD_BOOT_DEADLINE_S = env_int("INFERENCEKEY_CLOUD_BOOT_DEADLINE_S", 600)
+CLOUD_SERVER_URL = env_str("INFERENCEKEY_CLOUD_SERVER_URL", "")  # default: INFERENCEKEY_BASE_URL / what `up` recorded
+CLOUD_AGENT_PATH = env_str("INFERENCEKEY_AGENT_PATH", "")  # local provider: engine binaries (`up --agent-path`)
+K8S_NAMESPACE = env_str("INFERENCEKEY_K8S_NAMESPACE", "default")
+K8S_IMAGE = env_str("INFERENCEKEY_K8S_IMAGE", "vllm/vllm-openai:latest")  # needs python3 ≥ 3.11 and the engines
+K8S_API_URL = env_str("INFERENCEKEY_K8S_API_URL", "")  # default: kubeconfig, else in-cluster config
 
 # Readiness SSE streams (`wait_until_ready`) one SDK token may hold open per web process (429 past it).
 READINESS_MAX_STREAMS_PER_TOKEN = env_int("INFERENCEKEY_READINESS_MAX_STREAMS_PER_TOKEN", 20)

@@ -217,12 +217,20 @@ def test_stopped_report_of_undesired_replica_frees_it(tenant, cpu_worker):
     assert desired == [] and not Replica.objects.exists()
 
 
-def test_autoscaling_is_accepted_but_pending(tenant, cpu_worker):
+def test_cloud_autoscaling_provisions_an_instance_instead_of_using_other_workers(tenant, cpu_worker):
+    from workers import providers
+
+    from .capacity.fake_provider import FakeProvider
     from .specs import CLOUD_AUTOSCALING
 
-    workload = workload_create(project=tenant.project, data=vllm_spec(execution_policy="autoscaling", execution_policy_config=CLOUD_AUTOSCALING))
-    result = reconcile.run(workload.id)
-    assert result.phase == Phase.PENDING and "not reconciled yet" in result.message
+    providers.use(FakeProvider(prices={"NVIDIA A100-SXM4-80GB": "1.1"}))
+    try:
+        workload = workload_create(project=tenant.project, data=vllm_spec(execution_policy="autoscaling", execution_policy_config=CLOUD_AUTOSCALING))
+        result = reconcile.run(workload.id)
+    finally:
+        providers.use(None)
+    assert result.phase == Phase.PROVISIONING and "1 instance(s) starting" in result.message
+    assert Replica.objects.get(workload=workload).worker is None
 
 
 def test_sweep_marks_quiet_workers_offline_and_requeues(tenant, cpu_worker, settings):

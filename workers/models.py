@@ -81,6 +81,7 @@ class JoinToken(models.Model):
     lookup_id = models.CharField(max_length=8, unique=True)
     secret_hash = models.CharField(max_length=64)
     accepts_cpu = models.BooleanField(default=False)
+    kind = models.CharField(max_length=16, choices=Worker.Kind.choices, default=Worker.Kind.PRIVATE)  # of the worker it registers
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True)
@@ -131,3 +132,54 @@ class Replica(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class Instance(models.Model):
+    """A machine a capacity provider runs for a cloud autoscaling workload (workers/providers/).
+
+    The provider only makes machines appear and disappear; this row is the state: which offer,
+    at what price, since when, and which worker its agent registered as. Rows stay after
+    termination (cost history); `workload` goes NULL when the workload is deleted."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"  # row written, launch not yet confirmed by the provider
+        PROVISIONING = "provisioning", "Provisioning"  # provider accepted it; agent not registered yet
+        RUNNING = "running", "Running"  # its agent registered as a worker
+        TERMINATING = "terminating", "Terminating"  # wanted gone; still billed until confirmed
+        TERMINATED = "terminated", "Terminated"
+        FAILED = "failed", "Failed"  # launch refused (capacity, quota) or the machine died
+
+    BILLED_STATES = (State.PENDING, State.PROVISIONING, State.RUNNING, State.TERMINATING)
+
+    name = models.CharField(max_length=63, unique=True)  # the provider's idempotency key (DNS-1123)
+    workload = models.ForeignKey("workloads.Workload", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="instances")
+    team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    provider = models.CharField(max_length=32)
+    gpu_name = models.CharField(max_length=120)  # catalog display name of the offer
+    offer = models.JSONField(default=dict, blank=True)  # the provider's offer as launched
+    price_usd_per_hour = models.DecimalField(max_digits=8, decimal_places=3)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    message = models.CharField(max_length=500, blank=True)
+    capacity_error = models.BooleanField(default=False)  # failed for lack of capacity: try the next GPU
+    join_token = models.ForeignKey(JoinToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    worker = models.OneToOneField(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="instance")
+    created_at = models.DateTimeField(auto_now_add=True)
+    launched_at = models.DateTimeField(null=True, blank=True)
+    registered_at = models.DateTimeField(null=True, blank=True)
+    terminated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["workload", "state"]), models.Index(fields=["state"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.gpu_name}, {self.state})"
+
+    def cost_usd(self, now) -> float:
+        """What it has cost so far: price × billed time (launch to termination, or now)."""
+        start = self.launched_at or self.created_at
+        end = self.terminated_at or now
+        if start is None or end <= start:
+            return 0.0
+        return float(self.price_usd_per_hour) * (end - start).total_seconds() / 3600

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from inferencekey_web.lib import credentials, tasks
 
-from .models import Gpu, JoinToken, Replica, Worker
+from .models import Gpu, Instance, JoinToken, Replica, Worker
 
 JOIN_TOKEN_TTL = timedelta(hours=24)
 
@@ -27,14 +27,16 @@ class SharedWorkerRefused(Exception):
 
 
 def join_token_create(*, team, name: str = "", labels: dict | None = None, accepts_cpu: bool = False,
-                      created_by=None, ttl: timedelta = JOIN_TOKEN_TTL) -> IssuedJoinToken:
+                      created_by=None, ttl: timedelta = JOIN_TOKEN_TTL, kind: str = Worker.Kind.PRIVATE) -> IssuedJoinToken:
+    """A one-time token an agent trades for worker credentials. `kind` cloud: a capacity provider's
+    instance (workers/capacity.py), labelled with its workload and source."""
     if team is None and not settings.ALLOW_SHARED_WORKER:
         raise SharedWorkerRefused(
             "a shared (team-less) worker runs every team's engines as one OS user; it is off under these settings "
             "(set INFERENCEKEY_ALLOW_SHARED_WORKER=1 to opt in)")
     minted = credentials.mint(credentials.JOIN_PREFIX)
     record = JoinToken.objects.create(
-        team=team, name=name, labels=labels or {}, accepts_cpu=accepts_cpu, lookup_id=minted.lookup_id,
+        team=team, name=name, labels=labels or {}, accepts_cpu=accepts_cpu, kind=kind, lookup_id=minted.lookup_id,
         secret_hash=minted.secret_hash, created_by=created_by, expires_at=timezone.now() + ttl,
     )
     return IssuedJoinToken(record, minted.value)
@@ -113,6 +115,7 @@ def worker_register(*, join_token: str, payload: dict) -> tuple[Worker, str]:
             raise RegistrationRefused("this join token has expired; create a new one")
         worker = Worker.objects.create(
             team=token.team,
+            kind=token.kind,
             name=token.name or _str(payload.get("name") or payload.get("hostname") or "worker", 120),
             labels={**_labels(payload.get("labels")), **token.labels},
             hostname=_str(payload.get("hostname"), 255),
@@ -130,6 +133,12 @@ def worker_register(*, join_token: str, payload: dict) -> tuple[Worker, str]:
         token.used_at, token.worker = now, worker
         token.save(update_fields=["used_at", "worker"])
         sync_gpus(worker, payload.get("gpus"))
+        # A cloud instance's agent: the instance is running now (its workload is placed on it).
+        instances = Instance.objects.filter(join_token=token, state__in=[Instance.State.PENDING, Instance.State.PROVISIONING])
+        workload_ids = list(instances.exclude(workload=None).values_list("workload_id", flat=True))
+        instances.update(worker=worker, state=Instance.State.RUNNING, registered_at=now, message="agent registered")
+        for workload_id in workload_ids:
+            tasks.send_on_commit("workloads.tasks.reconcile_workload", [workload_id])
     return worker, minted.value
 
 

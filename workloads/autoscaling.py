@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from workers import capacity
 from workers.models import Replica, Worker
 
 from . import autoscaler, demand
@@ -30,8 +31,9 @@ SCALED_TO_ZERO = "scaled to zero; wakes on the next request"
 
 
 def runs_here(policy: dict) -> bool:
-    """Autoscaling workloads this module scales: private workers (the cloud path is providers')."""
-    return policy.get("kind") == "autoscaling" and policy.get("source") == "private"
+    """Autoscaling workloads this module scales: on private workers, and on cloud instances (the
+    target becomes instances in workers/capacity.py, within the cost ceiling)."""
+    return policy.get("kind") == "autoscaling" and policy.get("source") in ("private", "cloud")
 
 
 def initial_target(workload: Workload) -> int:
@@ -66,7 +68,12 @@ def observe(workload: Workload, counts: demand.Counts | None) -> autoscaler.Obse
     with the cost cap in `cap`)."""
     ready = Replica.objects.filter(workload=workload, desired=True, generation=workload.generation,
                                    state=Replica.State.READY).count()
-    slots, why = private_slots(workload)
+    if capacity.is_cloud(workload.policy):
+        # Cloud: as many instances as max_workers, max_instances and the cost ceiling allow.
+        limit = capacity.cap_for(workload.policy, capacity.eligible(workload.policy))
+        slots, why = limit.workers, limit.reason
+    else:
+        slots, why = private_slots(workload)
     counts = counts or demand.Counts()
     return autoscaler.Observation(
         demand=counts.inflight + counts.held, inflight=counts.inflight, held=counts.held, ready=ready,
@@ -111,7 +118,7 @@ def tick(workload_id: str, now: datetime | None = None, counts: demand.Counts | 
 def tick_all(now: datetime | None = None) -> int:
     """One beat pass over every private autoscaling workload (demand read once for all)."""
     started = time.monotonic()
-    ids = list(Workload.objects.filter(policy__kind="autoscaling", policy__source="private").values_list("id", flat=True))
+    ids = list(Workload.objects.filter(policy__kind="autoscaling", policy__source__in=["private", "cloud"]).values_list("id", flat=True))
     if not ids:
         return 0
     counts = demand.read(ids)

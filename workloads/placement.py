@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from workers import capacity
 from workers.engines import vram_estimate_mb
 from workers.models import Gpu, Replica, Worker
 
@@ -87,6 +88,8 @@ def _fit_on(worker: Worker, need_mb: int, pinned_gpu: Gpu | None) -> list[Gpu] |
 
 def place(workload) -> Placement:
     need = vram_estimate_mb(workload.model_name)
+    if capacity.is_cloud(workload.policy):
+        return _place_cloud(workload, need)
     team_id = workload.project.team_id
     candidates = list(eligible_workers(team_id))
     pinned_gpu = None
@@ -143,3 +146,22 @@ def _place_spread(workload, candidates: list[Worker], listed: list[str], need: i
             return Placement(worker, [], free_port(worker), need)
     raise NoRoom(f"every slot of the listed private workers holds a replica or lacks {need / 1024:.1f} GiB "
                  f"of free GPU memory for {workload.model_name}")
+
+
+def _place_cloud(workload, need: int) -> Placement:
+    """Cloud autoscaling: one replica per instance, on the workers its instances registered as."""
+    fresh = timezone.now() - timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S)
+    taken = Replica.objects.filter(workload=workload, desired=True).exclude(worker=None).values_list("worker_id", flat=True)
+    online = list(Worker.objects.filter(instance__workload=workload, kind=Worker.Kind.CLOUD, state=Worker.State.ONLINE,
+                                        last_heartbeat_at__gte=fresh).prefetch_related("gpus").order_by("created_at"))
+    taken = set(taken)
+    for worker in (w for w in online if w.id not in taken):
+        gpus = _fit_on(worker, need, None)
+        if gpus:
+            return Placement(worker, gpus, free_port(worker), need)
+    if online:
+        # Each instance holds a replica already (a rolling update: the old one goes first) or
+        # its GPU is too small.
+        raise NoRoom(f"no free cloud instance of this workload has {need / 1024:.1f} GiB of GPU memory for "
+                     f"{workload.model_name}")
+    raise Unplaceable("waiting for a cloud instance of this workload to register")

@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterError, croniter
 
+from workers import cost
+
 POLICIES = ("fixed", "scheduled", "autoscaling")
 MAX_REPLICAS = 64
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -38,6 +40,7 @@ class PolicyContext:
     """Lookups the validator needs; callables so nothing is queried unless used."""
 
     gpu_catalog: Callable[[], dict[str, list[str]]] = lambda: {}
+    gpu_prices: Callable[[], dict[str, object]] = lambda: {}  # display name → cheapest $/h
     worker_exists: Callable[[str], bool] = lambda worker_id: True
     suggest: Callable[[str, list[str]], list[str]] = lambda name, names: []
 
@@ -337,7 +340,29 @@ def _parse_autoscaling(c: _Collector, config: dict | None, ctx: PolicyContext) -
             elif version not in runnable:
                 c.add(path, f"no GPU in the pool can run CUDA {version}")
         result["allowed_cuda_versions"] = list(versions)
+    _check_ceiling(c, result, catalog, ctx)
     return result
+
+
+def _check_ceiling(c: _Collector, result: dict, catalog: dict[str, list[str]], ctx: PolicyContext) -> None:
+    """A ceiling below the cheapest eligible GPU of the pool could never run one worker."""
+    top = cost.ceiling(result)
+    names = [n for n in result.get("gpu_pool", []) if isinstance(n, str) and n in catalog]
+    if c.errors or top is None or not names:
+        return
+    prices = ctx.gpu_prices()
+    if not prices:
+        return  # no price list to check against (pure unit tests)
+    allowed = result.get("allowed_cuda_versions")
+    eligible = cost.eligible_gpus(names, prices, catalog, allowed)
+    if not eligible:
+        c.add(".workers.cloud_pool.gpu_pool", "no GPU of the pool has a price in the catalog"
+              + (" and can run the allowed CUDA versions" if allowed else ""))
+        return
+    cheapest = eligible[0]
+    if top < cheapest.usd_per_hour:
+        c.add(f".{cost.ceiling_field(result)}",
+              f"${top}/h is below the cheapest GPU of the pool: {cheapest.name} at ${cheapest.usd_per_hour}/h")
 
 
 # --- replica math ------------------------------------------------------------------------

@@ -8,14 +8,15 @@ twice changes nothing; a crash anywhere leaves rows that the next run (or the be
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from workers import engines
+from inferencekey_web.lib import tasks
+from workers import capacity, engines
 from workers.models import Replica, Worker
 
 from . import placement, policies
@@ -151,7 +152,7 @@ def desired_for(workload: Workload, now: datetime) -> tuple[Desired, str]:
         from . import autoscaling
 
         if not autoscaling.runs_here(policy):
-            return Desired(workload.generation, None), ""  # cloud: the capacity providers' path
+            return Desired(workload.generation, None), ""
         # The autoscaler's persisted target (workloads/autoscaling.py); one replica until it decides.
         count = autoscaling.initial_target(workload)
         return Desired(workload.generation, count, wakes=True), autoscaling.SCALED_TO_ZERO
@@ -198,6 +199,11 @@ def run(workload_id: str, now: datetime | None = None) -> Status | None:
             log.info("reconcile: workload %s is gone", workload_id)
             return None
         desired, why_zero = desired_for(workload, now)
+        # Cloud autoscaling: instances for the target, within the cost ceiling (rows only; the
+        # provider calls run after commit). A workload that left the cloud source terminates its own.
+        cloud = capacity.plan_instances(workload, desired.count or 0, now) if capacity.is_cloud(workload.policy) else None
+        if cloud is not None:
+            desired = replace(desired, count=min(desired.count or 0, cloud.wanted))
         actions = plan(desired, _observe(workload), now)
         for replica_id, reason in actions.drain:
             Replica.objects.filter(pk=replica_id, desired=True).update(desired=False, state=Replica.State.DRAINING, message=reason)
@@ -226,13 +232,27 @@ def run(workload_id: str, now: datetime | None = None) -> Status | None:
             Replica.objects.filter(pk=replica_id, desired=True).update(desired=False, state=Replica.State.DRAINING, message=reason)
         observed = _observe(workload)
         result = status(desired, observed, unplaceable, why_zero)
+        if cloud is not None:
+            result = cloud_status(result, cloud)
         ready = sum(r.state == Replica.State.READY and r.generation == desired.generation for r in observed)
         Workload.objects.filter(pk=workload.pk, generation=desired.generation).update(
             observed_generation=desired.generation, phase=result.phase, message=result.message[:500],
             desired_replicas=desired.count or 0, ready_replicas=ready, reconciled_at=now,
         )
         record_event(workload, desired.generation, result)
+    if cloud is not None and capacity.execute(workload_id, now):
+        tasks.send("workloads.tasks.reconcile_workload", [workload_id])  # launched or lost an instance
     return result
+
+
+def cloud_status(result: Status, cloud: capacity.CloudStatus) -> Status:
+    """The phase while instances boot is provisioning (not "no worker"), and the message says
+    when the cost ceiling caps the workers, while the workload keeps serving."""
+    if not cloud.message:
+        return result
+    if result.phase == Phase.SCHEDULING and cloud.active > cloud.running:
+        return Status(Phase.PROVISIONING, "instance_boot", cloud.message)
+    return Status(result.phase, result.step, f"{result.message}; {cloud.message}" if result.message else cloud.message)
 
 
 def record_event(workload: Workload, generation: int, result: Status) -> None:

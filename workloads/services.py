@@ -8,8 +8,10 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Project
+from catalog.offers import price_by_gpu
 from catalog.selectors import close_matches, gpu_names
 from inferencekey_web.lib import tasks
+from workers import capacity
 from workers.models import Gpu, Worker
 
 from . import spec as specs
@@ -36,6 +38,7 @@ def spec_context(project: Project) -> specs.SpecContext:
 
     return specs.SpecContext(
         gpu_catalog=gpu_names,
+        gpu_prices=price_by_gpu,
         suggest=close_matches,
         worker_exists=lambda worker_id: Worker.objects.filter(usable, pk=worker_id).exists(),
         gpu_on_worker=gpu_on_worker,
@@ -91,6 +94,8 @@ def workload_update(*, workload: Workload, patch: dict) -> Workload:
             )
             if not changed:
                 raise Conflict("the workload changed concurrently; retry")
+            if not capacity.is_cloud(spec.policy):
+                capacity.terminate_for_workload(workload)  # it left the cloud source: its instances go
             _queue_reconcile(workload)
     except IntegrityError:
         raise SlugTaken(spec.slug) from None
@@ -109,4 +114,5 @@ def workload_delete(*, workload: Workload) -> None:
 
     with transaction.atomic():
         Replica.objects.filter(workload=workload).update(desired=False)
+        capacity.terminate_for_workload(workload)  # cloud instances are terminated after commit
         workload.delete()

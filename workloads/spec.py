@@ -52,6 +52,7 @@ class SpecContext:
     """Where the validator looks things up. Defaults accept everything (pure unit tests)."""
 
     gpu_catalog: Callable[[], dict[str, list[str]]] = lambda: {}
+    gpu_prices: Callable[[], dict[str, object]] = lambda: {}  # display name → cheapest $/h (cost ceilings)
     suggest: Callable[[str, list[str]], list[str]] = lambda name, names: []
     worker_exists: Callable[[str], bool] = lambda worker_id: True
     gpu_on_worker: Callable[[str, str | None], bool | None] = lambda gpu_id, worker_id: True
@@ -197,7 +198,7 @@ def validate(data: Any, ctx: SpecContext | None = None) -> WorkloadSpec:
             policy = policies.parse(
                 policy_kind,
                 policy_config,
-                policies.PolicyContext(gpu_catalog=ctx.gpu_catalog, worker_exists=ctx.worker_exists, suggest=ctx.suggest),
+                policies.PolicyContext(gpu_catalog=ctx.gpu_catalog, gpu_prices=ctx.gpu_prices, worker_exists=ctx.worker_exists, suggest=ctx.suggest),
             )
         except policies.PolicyErrors as exc:
             for path, messages in exc.errors.items():

@@ -15,6 +15,7 @@ import sys
 import threading
 
 from . import AGENT_VERSION
+from .gpus import parse_simulated_gpu
 from .loop import EXIT_CONFIG, Agent, AgentConfig
 
 
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="address the gateway uses to reach this host's engines",
     )
     p.add_argument("--cpu-only", action="store_true", help="do not look for GPUs; register as a CPU-only worker")
+    p.add_argument(
+        "--simulate-gpu",
+        default=os.environ.get("IK_SIMULATE_GPU"),
+        metavar="NAME:VRAM_MB",
+        help="report one simulated GPU instead of running nvidia-smi (the local capacity provider; tests)",
+    )
     p.add_argument("--label", action="append", default=[], metavar="K=V", help="worker label (repeatable)")
     p.add_argument(
         "--stop-timeout",
@@ -131,6 +138,11 @@ def parse_config(argv: list[str] | None) -> AgentConfig:
         if not sep or not key.strip():
             parser.error(f"--label expects K=V, got {item!r}")
         labels[key.strip()] = value.strip()
+    if args.simulate_gpu:
+        try:
+            parse_simulated_gpu(args.simulate_gpu)
+        except ValueError as exc:
+            parser.error(f"--simulate-gpu: {exc}")
     if args.stop_timeout < 0 or args.start_timeout <= 0 or args.drain_timeout < 0:
         parser.error("--stop-timeout and --drain-timeout must be >= 0 and --start-timeout > 0")
     if args.engine_user:
@@ -158,6 +170,7 @@ def parse_config(argv: list[str] | None) -> AgentConfig:
         once=args.once,
         engine_user=args.engine_user or "",
         engine_env=tuple(n.strip() for n in args.engine_env if n.strip()),
+        simulate_gpu=args.simulate_gpu or None,
     )
 
 

@@ -130,3 +130,22 @@ class GpuDetector:
 def detect_gpus() -> list[dict]:
     """One-shot detection (no caching); ``[]`` on a host without nvidia-smi."""
     return GpuDetector().detect()
+
+
+def parse_simulated_gpu(text: str) -> dict:
+    """``"NVIDIA L4:24576"`` → one protocol GPU dict. The ``local`` capacity provider starts agents
+    so: each reports one GPU of the catalog's name and memory on a machine that has none, and its
+    engines run as ordinary processes. Raises ValueError naming the problem."""
+    name, sep, vram = (text or "").rpartition(":")
+    if not sep or not name.strip():
+        raise ValueError(f"expected NAME:VRAM_MB, got {text!r}")
+    try:
+        memory = int(vram)
+    except ValueError:
+        raise ValueError(f"VRAM_MB must be an integer, got {vram!r}") from None
+    if memory <= 0:
+        raise ValueError(f"VRAM_MB must be > 0, got {memory}")
+    return {
+        "index": 0, "uuid": "GPU-simulated-0", "name": name.strip(), "memory_total_mb": memory,
+        "memory_used_mb": 0, "utilization_pct": 0, "driver_version": "simulated", "cuda_version": None,
+    }

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import AGENT_VERSION
 from .client import ControlPlaneClient, ControlPlaneError, Rejected, Unauthorized
-from .gpus import GpuDetector
+from .gpus import GpuDetector, parse_simulated_gpu
 from .state import load_credentials, revoke_credentials, save_credentials
 from .supervisor import DRAINING, STARTING, STOPPING, Supervisor
 
@@ -44,6 +44,7 @@ class AgentConfig:
     once: bool = False
     engine_user: str | None = None  # None: IK_ENGINE_USER, else engines run as the agent's user
     engine_env: tuple[str, ...] | None = None  # extra variables passed on to engines (None: IK_ENGINE_ENV)
+    simulate_gpu: str | None = None  # "NAME:VRAM_MB": report this one GPU (gpus.parse_simulated_gpu)
 
 
 def memory_mb() -> int | None:
@@ -81,6 +82,9 @@ class Agent:
         self.config.server = config.server.rstrip("/")
         self.state_dir = Path(config.state_dir)
         self.supervisor = supervisor
+        if gpu_detector is None and config.simulate_gpu:
+            simulated = parse_simulated_gpu(config.simulate_gpu)
+            gpu_detector = lambda: [dict(simulated)]  # noqa: E731
         self._detect = gpu_detector or GpuDetector().detect
         self.client = client or ControlPlaneClient(self.config.server)
         self.min_interval = min_interval
