@@ -66,6 +66,14 @@ def test_autoscaling_workload_detail_says_it_is_not_reconciled_yet(client, tenan
     assert b"accepted but not reconciled yet" not in client.get(_detail_url(tenant, fixed)).content
 
 
+def test_private_autoscaling_workload_detail_has_no_not_reconciled_notice(client, tenant, users, worker):
+    elastic = services.workload_create(project=tenant.project, data=vllm_spec(
+        slug="elastic", execution_policy="autoscaling", execution_policy_config={
+            "max_workers": 2, "workers": {"source": "private", "private_worker_ids": [worker.id]}}))
+    login_as(client, users, "viewer")
+    assert b'id="autoscaling-notice"' not in client.get(_detail_url(tenant, elastic)).content
+
+
 def test_workload_form_says_autoscaling_is_not_reconciled_yet_when_chosen(client, tenant, users, catalog):
     url = reverse("workloads:create", kwargs={"team": tenant.team.slug, "project": tenant.project.slug})
     login_as(client, users, "member")
