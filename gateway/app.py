@@ -108,6 +108,7 @@ class GatewayApp:
         if self.pool is None:
             self.pool = self._new_pool()
             self._pool_loop = asyncio.get_running_loop()
+        self.publisher.ensure_running()
 
     async def shutdown(self) -> None:
         self.publisher.stop()
@@ -121,6 +122,7 @@ class GatewayApp:
         if self.pool is None or self._pool_loop is not asyncio.get_running_loop():
             self.pool = self._new_pool()
             self._pool_loop = asyncio.get_running_loop()
+            self.publisher.ensure_running()  # demand publishing, on the same loop (no per-request check)
         return self.pool
 
     async def lifespan(self, receive, send) -> None:
@@ -198,7 +200,6 @@ class GatewayApp:
 
         wid = route.workload_id
         metrics.request_started(wid)
-        self.publisher.ensure_running()
         if route.autoscaling:
             self.publisher.routes[wid] = route  # for the publisher's scale-up trigger
         target = self.balancer.pick(route)
@@ -233,6 +234,7 @@ class GatewayApp:
 
     async def _hold(self, route: Route, cache_key: tuple, receive) -> Route:
         """Hold for a ready replica; a client that hangs up meanwhile stops being held (and counted)."""
+        self.publisher.ensure_running()  # held requests are demand (a rare path: checked here)
         held = asyncio.ensure_future(self.holder.wait(route, cache_key))
         gone = asyncio.ensure_future(_disconnected(receive))
         try:

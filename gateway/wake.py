@@ -168,15 +168,16 @@ class DemandPublisher:
         self.routes: dict[str, Route] = {}  # autoscaling workloads this process served (latest route)
         self._triggered: dict[str, float] = {}
         self._task: asyncio.Task | None = None
-        self._loop = None
+        self.loop = None  # the event loop its task runs on (the gateway checks it per request)
 
     def ensure_running(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._loop is not loop:
-            self._loop = loop
+        if self._task is None or self._task.done() or self.loop is not loop:
+            self.loop = loop
             self._task = loop.create_task(self._run())
 
     def stop(self) -> None:
+        self.loop = None
         if self._task is not None:
             self._task.cancel()
 
