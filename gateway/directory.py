@@ -7,6 +7,7 @@ Connections follow Django's request rules: `close_old_connections()` before and 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
@@ -130,7 +131,7 @@ def _load_route_sync(project_id: str, workload: str) -> Route | None:
             phase=row["phase"],
             message=row["message"],
             autoscaling=policy.get("kind") == "autoscaling",
-            opens_at=None if targets else _opens_at(policy),
+            opens_at=None if targets else _opens_at(row["id"], policy),
             per_replica=scaling.target_inflight_per_replica if scaling else 0,
             max_replicas=scaling.max_workers if scaling else 0,
         )
@@ -138,16 +139,29 @@ def _load_route_sync(project_id: str, workload: str) -> Route | None:
         close_old_connections()
 
 
-def _opens_at(policy: dict) -> float | None:
+# Next opening per workload, kept until it passes (or the policy changes): finding it can scan a
+# schedule, and a closed workload's route is reloaded every ~1 s while requests come in.
+_OPENINGS: dict[str, tuple[str, float]] = {}
+
+
+def _opens_at(workload_id: str, policy: dict) -> float | None:
     """A scheduled policy outside its active period: when it opens next (epoch s), else None."""
     if policy.get("kind") != "scheduled":
         return None
     now = timezone.now()
     if policies.schedule_active(policy, now):
         return None
+    key = json.dumps(policy, sort_keys=True)
+    cached = _OPENINGS.get(workload_id)
+    if cached is not None and cached[0] == key and now.timestamp() < cached[1]:
+        return cached[1]
     nxt = policies.next_change(policy, now) if hasattr(policies, "next_change") else \
         next((t for t, active in policies.next_transitions(policy, now, 2) if active), None)
-    return nxt.timestamp() if nxt is not None else float("inf")
+    opens = nxt.timestamp() if nxt is not None else float("inf")
+    if len(_OPENINGS) > 100_000:
+        _OPENINGS.clear()
+    _OPENINGS[workload_id] = (key, opens)
+    return opens
 
 
 load_key = sync_to_async(_load_key_sync, thread_sensitive=False)
