@@ -159,9 +159,7 @@ def test_stream_follows_the_workload_to_ready(server, tenant, waiting):
         frames: list = []
         client, [response] = await _open_streams(server, tenant.sdk_token, 1, first_frames=frames)
         try:
-            await asyncio.to_thread(
-                lambda: Workload.objects.filter(pk=waiting["id"]).update(observed_generation=1, phase=Phase.READY,
-                                                                          message="1 of 1 replica(s) ready"))
+            await asyncio.to_thread(_mark_ready, waiting["id"])
             async with asyncio.timeout(10):
                 async for line in response.lines:
                     if line.startswith("data: "):
@@ -173,6 +171,13 @@ def test_stream_follows_the_workload_to_ready(server, tenant, waiting):
 
     frames = asyncio.run(main())
     assert frames[0]["phase"] == "scheduling" and frames[-1]["phase"] == "ready"
+
+
+def _mark_ready(workload_id: str) -> None:
+    try:
+        Workload.objects.filter(pk=workload_id).update(observed_generation=1, phase=Phase.READY, message="1 of 1 replica(s) ready")
+    finally:
+        connection.close()  # this worker thread's own connection
 
 
 def _token_id(tenant) -> str:
