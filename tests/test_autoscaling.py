@@ -104,3 +104,16 @@ def test_steady_idle_tick_writes_nothing(tenant, local):
     with time_machine.travel(start + timedelta(seconds=33)):
         autoscaling.tick(workload.id, start + timedelta(seconds=33), demand.Counts())
     assert Workload.objects.get(pk=workload.pk).autoscaler == before
+
+
+def test_a_spec_change_at_zero_starts_one_replica(tenant, local):
+    from workloads.services import workload_update
+
+    workload = workload_create(project=tenant.project, data=private(local))
+    reconcile.run(workload.id)
+    autoscaling.tick(workload.id, timezone.now(), demand.Counts())
+    autoscaling.tick(workload.id, timezone.now() + timedelta(seconds=31), demand.Counts())
+    assert live(workload).count() == 0
+    workload_update(workload=Workload.objects.get(pk=workload.pk), patch={"description": "v2"})
+    reconcile.run(workload.id)
+    assert live(workload).count() == 1
