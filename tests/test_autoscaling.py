@@ -117,3 +117,10 @@ def test_a_spec_change_at_zero_starts_one_replica(tenant, local):
     workload_update(workload=Workload.objects.get(pk=workload.pk), patch={"description": "v2"})
     reconcile.run(workload.id)
     assert live(workload).count() == 1
+
+
+def test_admin_lists_gateway_demand_read_only(admin_client):
+    demand.publish("gw-admin", {"wl_admin": demand.Counts(1, 2, None)})
+    page = admin_client.get("/admin/workloads/gatewaydemand/")
+    assert page.status_code == 200 and (demand.store() == "redis" or b"wl_admin" in page.content)
+    assert admin_client.get("/admin/workloads/gatewaydemand/add/").status_code == 403

@@ -8,7 +8,7 @@ from django.contrib import admin
 
 from . import services
 from . import spec as specs
-from .models import ReadinessEvent, Workload
+from .models import GatewayDemand, ReadinessEvent, Workload
 
 
 class WorkloadAdminForm(forms.ModelForm):
@@ -56,7 +56,7 @@ class WorkloadAdmin(admin.ModelAdmin):
     search_fields = ["slug", "name", "id", "model_name", "project__slug"]
     list_select_related = ["project", "project__team"]
     readonly_fields = ["id", "policy", "generation", "observed_generation", "phase", "message", "desired_replicas",
-                       "ready_replicas", "created_at", "updated_at", "reconciled_at"]
+                       "ready_replicas", "autoscaler", "created_at", "updated_at", "reconciled_at"]
     inlines = [ReadinessEventInline]
 
     def get_readonly_fields(self, request, obj=None):
@@ -85,3 +85,17 @@ class ReadinessEventAdmin(admin.ModelAdmin):
     list_filter = ["phase"]
     search_fields = ["workload__slug", "message"]
     list_select_related = ["workload"]
+
+
+@admin.register(GatewayDemand)
+class GatewayDemandAdmin(admin.ModelAdmin):
+    """What each gateway process last published (read-only: the gateways write it every second)."""
+
+    list_display = ["workload_id", "process", "inflight", "held", "last_request_at", "updated_at"]
+    search_fields = ["workload_id", "process"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
