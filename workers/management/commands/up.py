@@ -79,6 +79,10 @@ class Command(BaseCommand):
                # new replicas (the protocol is pull); state changes are reported at once anyway.
                "INFERENCEKEY_HEARTBEAT_INTERVAL_S": os.environ.get("INFERENCEKEY_HEARTBEAT_INTERVAL_S", "0.5"),
                "INFERENCEKEY_DATA_DIR": str(settings.DATA_DIR), "PYTHONUNBUFFERED": "1"}
+        if agent_path:
+            # The local capacity provider (run by the Celery worker) starts cloud instances' agents
+            # with the same engine binaries as the local agent.
+            env.setdefault("INFERENCEKEY_AGENT_PATH", agent_path)
         py = sys.executable
         children = [
             Child("web", [py, "-m", "uvicorn", "inferencekey_web.asgi:application", "--host", host, "--port", str(port),
@@ -121,10 +125,28 @@ class Command(BaseCommand):
                         child.start()
         finally:
             self.stdout.write("up: stopping…")
+            # Local cloud instances are agents of this machine too: they and their engines stop with
+            # it (the capacity sweep replaces them when `up` runs again).
+            self._stop_local_instances()
             # The agent first, so it can stop its engines while the server still answers.
             for child in reversed(children):
                 child.stop(timeout=20 if child.name == "agent" else 10)
         return None
+
+    def _stop_local_instances(self) -> None:
+        if settings.CLOUD_PROVIDER != "local":
+            return
+        import threading
+
+        from workers.providers import get_provider
+        from workers.providers.base import MANAGED
+
+        provider = get_provider("local")
+        threads = [threading.Thread(target=provider.terminate, args=(info.name,)) for info in provider.list(MANAGED)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
 
     def _agent(self, py: str, base_url: str, env: dict, agent_path: str, engine_user: str = "") -> Child:
         state_dir = Path(settings.DATA_DIR) / "agent"
