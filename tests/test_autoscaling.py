@@ -124,3 +124,16 @@ def test_admin_lists_gateway_demand_read_only(admin_client):
     page = admin_client.get("/admin/workloads/gatewaydemand/")
     assert page.status_code == 200 and (demand.store() == "redis" or b"wl_admin" in page.content)
     assert admin_client.get("/admin/workloads/gatewaydemand/add/").status_code == 403
+
+
+def test_an_unreadable_demand_store_holds_the_target(tenant, local, monkeypatch):
+    workload = workload_create(project=tenant.project, data=private(local))
+    reconcile.run(workload.id)
+    autoscaling.tick(workload.id, timezone.now(), demand.Counts())
+
+    def down(*args, **kwargs):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(demand, "read", down)
+    decision = autoscaling.tick(workload.id, timezone.now() + timedelta(seconds=300))
+    assert decision.target == 1 and live(workload).count() == 1

@@ -63,9 +63,12 @@ def private_slots(workload: Workload) -> tuple[int, str]:
     return slots, f"{slots} slot(s) on the listed private workers"
 
 
+UNKNOWN = demand.Counts(inflight=-1)  # the demand store could not be read: decide() holds the target
+
+
 def observe(workload: Workload, counts: demand.Counts | None) -> autoscaler.Observation:
-    """The observation for one private autoscaling workload (h8 builds the cloud one the same way,
-    with the cost cap in `cap`)."""
+    """The observation for one autoscaling workload: demand, ready replicas, and the cap (private
+    slots, or the cloud cost ceiling)."""
     ready = Replica.objects.filter(workload=workload, desired=True, generation=workload.generation,
                                    state=Replica.State.READY).count()
     if capacity.is_cloud(workload.policy):
@@ -76,7 +79,7 @@ def observe(workload: Workload, counts: demand.Counts | None) -> autoscaler.Obse
         slots, why = private_slots(workload)
     counts = counts or demand.Counts()
     return autoscaler.Observation(
-        demand=counts.inflight + counts.held, inflight=counts.inflight, held=counts.held, ready=ready,
+        demand=None if counts is UNKNOWN else counts.inflight + counts.held, inflight=counts.inflight, held=counts.held, ready=ready,
         last_request_at=counts.last_request_at, generation=workload.generation,
         cap=slots or None, cap_reason=why,
     )
@@ -94,7 +97,7 @@ def tick(workload_id: str, now: datetime | None = None, counts: demand.Counts | 
     if workload is None or not runs_here(workload.policy or {}):
         return None
     if counts is None:
-        counts = demand.read([workload_id]).get(workload_id)
+        counts = _read([workload_id]).get(workload_id, demand.Counts())
     previous = workload.autoscaler or {}
     state = autoscaler.State.load(previous)
     decision = autoscaler.decide(autoscaler.Policy.of(workload), state, observe(workload, counts), now)
@@ -115,13 +118,23 @@ def tick(workload_id: str, now: datetime | None = None, counts: demand.Counts | 
     return decision
 
 
+def _read(ids: list[str]) -> dict[str, demand.Counts]:
+    """Demand for `ids`; every one UNKNOWN when the store cannot be read (Redis down): no scale-down
+    on missing data."""
+    try:
+        return demand.read(ids)
+    except Exception as exc:
+        log.warning("autoscale: demand store unreadable (%r): holding every target", exc)
+        return {wid: UNKNOWN for wid in ids}
+
+
 def tick_all(now: datetime | None = None) -> int:
     """One beat pass over every private autoscaling workload (demand read once for all)."""
     started = time.monotonic()
     ids = list(Workload.objects.filter(policy__kind="autoscaling", policy__source__in=["private", "cloud"]).values_list("id", flat=True))
     if not ids:
         return 0
-    counts = demand.read(ids)
+    counts = _read(ids)
     for wid in ids:
         try:
             tick(wid, now, counts.get(wid) or demand.Counts())
