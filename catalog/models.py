@@ -13,6 +13,8 @@ class GpuType(models.Model):
     memory_type = models.CharField(max_length=32, blank=True)
     segment = models.CharField(max_length=16, default="datacenter")  # datacenter | workstation | consumer
     cuda_versions = models.JSONField(default=list)  # CUDA toolkit versions it can run, e.g. ["12.8", "13.0"]
+    # SkyPilot's accelerator name (`A100-80GB`, `L4`); empty: the skypilot capacity provider does not offer it.
+    skypilot_name = models.CharField(max_length=64, blank=True)
     source = models.CharField(max_length=300, blank=True)
 
     class Meta:

@@ -23,6 +23,8 @@ def load_catalog(GpuType=None, GpuOffer=None, path: Path = DATA_FILE) -> int:
             ("vendor", ""), ("architecture", ""), ("compute_capability", ""), ("vram_gb", 0),
             ("memory_type", ""), ("segment", "datacenter"), ("cuda_versions", []), ("source", ""),
         )}
+        if hasattr(GpuType, "skypilot_name"):  # historical models before the column have none
+            fields["skypilot_name"] = gpu.get("skypilot_name", "")
         gpu_type, _ = GpuType.objects.update_or_create(display_name=gpu["display_name"], defaults=fields)
         GpuOffer.objects.filter(gpu_type=gpu_type).delete()
         for offer in data.get("offers", []):
