@@ -18,7 +18,9 @@ def run(policy: Policy, demands: list[float], *, tick: float = TICK, state: Stat
     targets = []
     for i, demand in enumerate(demands):
         busy = inflight[i] if inflight else int(demand)
-        d = decide(policy, state, Observation(demand=demand, inflight=busy, generation=1, cap=cap), start + (i + 1) * tick)
+        # Replicas are ready as soon as wanted here (boot time is its own test).
+        d = decide(policy, state, Observation(demand=demand, inflight=busy, ready=state.target or 0, generation=1, cap=cap),
+                   start + (i + 1) * tick)
         state = d.state
         targets.append(d.target)
     return targets, state
@@ -125,3 +127,14 @@ def test_idle_state_does_not_change_between_ticks():
 def test_default_target_per_engine(backend, task, expected):
     assert default_target_inflight(backend, task) == expected
     assert Policy.from_dict({"max_workers": 2}, backend, task).target_inflight_per_replica == expected
+
+
+def test_boot_time_does_not_count_as_idle():
+    state = decide(P, State(), Observation(demand=0, generation=1), T0).state
+    for i in range(1, 40):  # the engine boots for 195 s, far past the 60 s delay
+        d = decide(P, state, Observation(demand=0, ready=0, generation=1), T0 + i * TICK)
+        state = d.state
+    assert d.target == 1
+    ready_at = T0 + 40 * TICK
+    targets = [decide(P, state, Observation(demand=0, ready=1, generation=1), ready_at + s).target for s in (30, 61)]
+    assert targets == [1, 0]

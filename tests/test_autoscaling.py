@@ -32,6 +32,11 @@ def live(workload):
     return Replica.objects.filter(workload=workload, desired=True)
 
 
+def booted(workload):
+    """The agent reported the replicas ready (idle time counts only from then)."""
+    live(workload).update(state=Replica.State.READY)
+
+
 def test_new_autoscaling_workload_starts_one_replica(tenant, local):
     workload = workload_create(project=tenant.project, data=private(local))
     result = reconcile.run(workload.id)
@@ -41,6 +46,7 @@ def test_new_autoscaling_workload_starts_one_replica(tenant, local):
 def test_idle_workload_scales_to_zero_and_stays_ready(tenant, local):
     workload = workload_create(project=tenant.project, data=private(local))
     reconcile.run(workload.id)
+    booted(workload)
     autoscaling.tick(workload.id, timezone.now(), demand.Counts())
     decision = autoscaling.tick(workload.id, timezone.now() + timedelta(seconds=31), demand.Counts())
     workload.refresh_from_db()
@@ -51,6 +57,7 @@ def test_idle_workload_scales_to_zero_and_stays_ready(tenant, local):
 def test_held_request_wakes_a_workload_at_zero(tenant, local):
     workload = workload_create(project=tenant.project, data=private(local))
     reconcile.run(workload.id)
+    booted(workload)
     autoscaling.tick(workload.id, timezone.now(), demand.Counts())
     autoscaling.tick(workload.id, timezone.now() + timedelta(seconds=31), demand.Counts())
     demand.publish("gw-1", {workload.id: demand.Counts(inflight=0, held=1, last_request_at=None)})
@@ -97,6 +104,7 @@ def test_old_demand_rows_are_forgotten(db):
 def test_steady_idle_tick_writes_nothing(tenant, local):
     workload = workload_create(project=tenant.project, data=private(local))
     reconcile.run(workload.id)
+    booted(workload)
     start = timezone.now()
     autoscaling.tick(workload.id, start, demand.Counts())
     autoscaling.tick(workload.id, start + timedelta(seconds=31), demand.Counts())
@@ -111,6 +119,7 @@ def test_a_spec_change_at_zero_starts_one_replica(tenant, local):
 
     workload = workload_create(project=tenant.project, data=private(local))
     reconcile.run(workload.id)
+    booted(workload)
     autoscaling.tick(workload.id, timezone.now(), demand.Counts())
     autoscaling.tick(workload.id, timezone.now() + timedelta(seconds=31), demand.Counts())
     assert live(workload).count() == 0

@@ -27,8 +27,9 @@ Behaviour (KubeAI / Knative KPA / Ray Serve, our choices where they differ):
 * scale-down: the target is the maximum desired over the trailing `scale_down_delay_s` (default 300),
   so a dip shorter than the delay changes nothing; the window lives in the state, so a restart that
   reloads it never scales down early.
-* scale to zero (min_workers 0): only when no demand was seen for `scale_down_delay_s` and nothing is
-  in flight. Draining replicas finish their in-flight requests first (the agent's drain).
+* scale to zero (min_workers 0): only when no demand was seen for `scale_down_delay_s` while a
+  replica was ready (boot time does not count) and nothing is in flight. Draining replicas finish
+  their in-flight requests first (the agent's drain).
 * initial scale: a new workload, or a new generation (spec change), starts max(1, min_workers).
 * missing observation (no gateway data): keep the current target.
 
@@ -233,7 +234,9 @@ def decide(policy: Policy, state: State, obs: Observation, now: datetime | float
     panic_desired = max(instant, math.ceil(panic_avg / per))
 
     last_demand_at = state.last_demand_at
-    if demand > 0 or obs.inflight > 0:
+    if demand > 0 or obs.inflight > 0 or (state.target > 0 and obs.ready == 0):
+        # Idle time counts only while a replica is ready: an engine that boots for longer than the
+        # delay (a large model) is not scaled to zero before it could ever serve.
         last_demand_at = t
     if obs.last_request_at is not None:
         last_demand_at = max(last_demand_at or 0.0, obs.last_request_at)
