@@ -193,7 +193,11 @@ def _fail(row: Instance, now: datetime, message: str, *, capacity: bool) -> None
 
 
 def _observe(row: Instance, provider, now: datetime) -> bool:
-    info = provider.get(row.name)
+    try:
+        info = provider.get(row.name)
+    except Exception as exc:  # noqa: BLE001 - the provider's API is down: observe again next pass
+        log.warning("get %s failed: %s", row.name, exc)
+        return False
     if info is None or info.state in GONE:
         state = "preempted" if info is not None and info.state == PREEMPTED else "gone"
         detail = (info.message if info else "") or f"the provider reports the instance {state}"
@@ -252,12 +256,34 @@ def sweep(now: datetime | None = None, provider=None) -> dict:
     changed = execute(None, now, provider)
     known = set(Instance.objects.filter(state__in=BILLED, provider=provider.name).values_list("name", flat=True))
     leftovers = 0
-    for info in provider.list({MANAGED_LABEL: "true"}):
+    try:
+        found = provider.list({MANAGED_LABEL: "true"})
+    except Exception as exc:  # noqa: BLE001 - the provider's API is down: the next sweep looks again
+        log.warning("capacity sweep: listing instances failed: %s", exc)
+        found = []
+    for info in found:
         if info.name not in known and info.state not in GONE:
             log.warning("capacity sweep: terminating %s (no instance row bills it)", info.name)
-            provider.terminate(info.name)
-            leftovers += 1
+            try:
+                provider.terminate(info.name)
+                leftovers += 1
+            except Exception as exc:  # noqa: BLE001
+                log.warning("capacity sweep: terminate %s failed: %s", info.name, exc)
     if changed:
         for workload_id in sorted(changed_workloads):
             tasks.send("workloads.tasks.reconcile_workload", [workload_id])
     return {"orphaned": orphaned, "leftovers": leftovers}
+
+
+# --- reads for the API and dashboard ---------------------------------------------------------
+
+def hourly_cost_usd(workload_id: str) -> Decimal:
+    """What the workload's instances cost per hour right now (every billed instance)."""
+    rows = Instance.objects.filter(workload_id=workload_id, state__in=BILLED).values_list("price_usd_per_hour", flat=True)
+    return sum(rows, Decimal(0))
+
+
+def cost_to_date_usd(workload_id: str, now: datetime | None = None) -> float:
+    """What the workload's instances have cost so far (launch to termination, or now)."""
+    now = now or timezone.now()
+    return sum(row.cost_usd(now) for row in Instance.objects.filter(workload_id=workload_id).exclude(launched_at=None))

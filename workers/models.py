@@ -177,7 +177,10 @@ class Instance(models.Model):
         return f"{self.name} ({self.gpu_name}, {self.state})"
 
     def cost_usd(self, now) -> float:
-        """What it has cost so far: price × billed time (launch to termination, or now)."""
+        """What it has cost so far: price × billed time (launch to termination, or now); a launch
+        the provider refused cost nothing."""
+        if self.state == self.State.FAILED:
+            return 0.0
         start = self.launched_at or self.created_at
         end = self.terminated_at or now
         if start is None or end <= start:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 import time_machine
@@ -163,3 +164,14 @@ def test_ceiling_check_uses_the_cheapest_gpu_meeting_the_cuda_pin(tenant):
     with pytest.raises(SpecError) as caught:
         validate(vllm_spec(execution_policy="autoscaling", execution_policy_config=config), spec_context(tenant.project))
     assert "NVIDIA L4 at $0.430/h" in caught.value.errors["execution_policy_config.max_hourly_cost_usd"][0]
+
+
+def test_hourly_cost_and_cost_to_date_follow_the_instances(tenant, fake):
+    fake.no_capacity.add("NVIDIA L4")  # a refused launch costs nothing
+    workload = make(tenant)
+    reconcile.run(workload.id)
+    reconcile.run(workload.id)
+    started = timezone.now()
+    assert capacity.hourly_cost_usd(workload.id) == Decimal("1.006")
+    cost = capacity.cost_to_date_usd(workload.id, started + timedelta(hours=2))
+    assert cost == pytest.approx(2 * 1.006, rel=0.01)
