@@ -119,3 +119,12 @@ def test_ordinary_model_paths_are_not_refused():
 
     values = ["meta-llama/Llama-3.1-8B", "--download-dir=/models", "http://proxy:3128/x", "hf_abc"]
     assert path_refusal(values, protected=["/srv/agent"], cwd="/srv/agent/engine-home") is None
+
+
+def test_engine_found_through_a_relative_path_entry_starts(make_supervisor, monkeypatch):
+    # `up --agent-path tests/standin_engine/bin` from the checkout: engines start in their own HOME.
+    monkeypatch.chdir(STANDIN_BIN.parent.parent)
+    monkeypatch.setenv("PATH", os.path.relpath(STANDIN_BIN) + os.pathsep + os.environ["PATH"])
+    sup = make_supervisor()
+    sup.converge([make_spec("rep_rel", free_port())])
+    assert wait_state(sup, "rep_rel", "ready")["pid"]

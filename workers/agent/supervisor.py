@@ -263,11 +263,12 @@ class Supervisor:
                     exe = str(candidate)
             if not exe:
                 raise LaunchError(f"vLLM {version} is not installed on this worker (looked for {', '.join(looked)})")
-            return [exe, *argv[1:]]
+            return [os.path.abspath(exe), *argv[1:]]
         exe = shutil.which(argv[0])
         if not exe:
             raise LaunchError(f"command {argv[0]!r} not found on the agent's PATH")
-        return [exe, *argv[1:]]
+        # Absolute: engines start in their scratch HOME, where a relative PATH entry means nothing.
+        return [os.path.abspath(exe), *argv[1:]]
 
     def build_env(self, spec: dict) -> dict[str, str]:
         """A minimal environment (allow-listed variables of the agent's own, a scratch HOME) plus

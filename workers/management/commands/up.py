@@ -80,6 +80,9 @@ class Command(BaseCommand):
                "INFERENCEKEY_HEARTBEAT_INTERVAL_S": os.environ.get("INFERENCEKEY_HEARTBEAT_INTERVAL_S", "0.5"),
                "INFERENCEKEY_DATA_DIR": str(settings.DATA_DIR), "PYTHONUNBUFFERED": "1"}
         if agent_path:
+            # Absolute, so `--agent-path tests/standin_engine/bin` works from any working directory
+            # (engines start in a scratch HOME of their own).
+            agent_path = os.pathsep.join(os.path.abspath(p) for p in agent_path.split(os.pathsep) if p)
             # The local capacity provider (run by the Celery worker) starts cloud instances' agents
             # with the same engine binaries as the local agent.
             env.setdefault("INFERENCEKEY_AGENT_PATH", agent_path)
