@@ -146,3 +146,13 @@ def test_an_unreadable_demand_store_holds_the_target(tenant, local, monkeypatch)
     monkeypatch.setattr(demand, "read", down)
     decision = autoscaling.tick(workload.id, timezone.now() + timedelta(seconds=300))
     assert decision.target == 1 and live(workload).count() == 1
+
+
+def test_summary_shows_demand_target_and_why(tenant, local):
+    workload = workload_create(project=tenant.project, data=private(local))
+    reconcile.run(workload.id)
+    demand.publish("gw-sum", {workload.id: demand.Counts(inflight=3, held=1, last_request_at=None)})
+    autoscaling.tick(workload.id)
+    info = autoscaling.summary(Workload.objects.get(pk=workload.pk))
+    assert (info["demand"], info["held"], info["target"], info["target_inflight_per_replica"]) == (4, 1, 1, 32)
+    assert info["reason"]

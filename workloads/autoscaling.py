@@ -142,3 +142,24 @@ def tick_all(now: datetime | None = None) -> int:
             log.exception("autoscale %s failed", wid)
     log.debug("autoscale pass over %d workloads in %.3fs", len(ids), time.monotonic() - started)
     return len(ids)
+
+
+def summary(workload: Workload) -> dict:
+    """What the dashboard and the API show about the autoscaler (a selector: reads only)."""
+    state = workload.autoscaler or {}
+    try:
+        counts = demand.read([workload.pk]).get(workload.pk, demand.Counts())
+    except Exception:  # the demand store is down: show the rest
+        counts = None
+    return {
+        "demand": None if counts is None else counts.inflight + counts.held,
+        "inflight": None if counts is None else counts.inflight,
+        "held": None if counts is None else counts.held,
+        "target": state.get("target"),
+        "desired": state.get("desired"),
+        "capped": bool(state.get("capped")),
+        "reason": state.get("reason", ""),
+        "ready_replicas": workload.ready_replicas,
+        "target_inflight_per_replica": autoscaler.Policy.of(workload).target_inflight_per_replica,
+        "scale_down_delay_s": autoscaler.Policy.of(workload).scale_down_delay_s,
+    }
