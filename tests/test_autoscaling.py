@@ -22,8 +22,8 @@ def local(db):
                                  last_heartbeat_at=timezone.now())
 
 
-def private(*workers, min_workers=0, max_workers=2, delay=30):
-    return vllm_spec(execution_policy="autoscaling", execution_policy_config={
+def private(*workers, min_workers=0, max_workers=2, delay=30, **overrides):
+    return vllm_spec(**overrides, execution_policy="autoscaling", execution_policy_config={
         "min_workers": min_workers, "max_workers": max_workers, "scale_down_delay_s": delay,
         "workers": {"source": "private", "private_worker_ids": [w.id for w in workers]}})
 
@@ -156,3 +156,20 @@ def test_summary_shows_demand_target_and_why(tenant, local):
     info = autoscaling.summary(Workload.objects.get(pk=workload.pk))
     assert (info["demand"], info["held"], info["target"], info["target_inflight_per_replica"]) == (4, 1, 1, 32)
     assert info["reason"]
+
+
+def test_a_steady_beat_pass_costs_a_few_queries_and_writes_nothing(tenant, local):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for i in range(4):
+        workload = workload_create(project=tenant.project, data=private(local, slug=f"w{i}"))
+        reconcile.run(workload.id)
+        booted(workload)
+    start = timezone.now()
+    autoscaling.tick_all(start)
+    autoscaling.tick_all(start + timedelta(seconds=1))
+    with CaptureQueriesContext(connection) as queries:
+        assert autoscaling.tick_all(start + timedelta(seconds=2)) == 4
+    assert len(queries) <= 6  # not per workload
+    assert not [q for q in queries.captured_queries if q["sql"].startswith(("UPDATE", "INSERT", "DELETE"))]

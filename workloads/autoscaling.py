@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from workers import capacity
@@ -66,15 +67,37 @@ def private_slots(workload: Workload) -> tuple[int, str]:
 UNKNOWN = demand.Counts(inflight=-1)  # the demand store could not be read: decide() holds the target
 
 
-def observe(workload: Workload, counts: demand.Counts | None) -> autoscaler.Observation:
+@dataclass
+class Pass:
+    """Lookups shared by one beat pass, so a steady pass costs a few queries in all, not per workload."""
+
+    ready: dict[tuple[str, int], int] = field(default_factory=dict)  # (workload id, generation) → ready
+    slots: dict[tuple, tuple[int, str]] = field(default_factory=dict)  # (team, worker ids) → slots, why
+
+    @classmethod
+    def load(cls) -> Pass:
+        rows = (Replica.objects.filter(desired=True, state=Replica.State.READY, workload__policy__kind="autoscaling")
+                .values("workload_id", "generation").annotate(n=Count("id")))
+        return cls(ready={(r["workload_id"], r["generation"]): r["n"] for r in rows})
+
+
+def observe(workload: Workload, counts: demand.Counts | None, shared: Pass | None = None) -> autoscaler.Observation:
     """The observation for one autoscaling workload: demand, ready replicas, and the cap (private
     slots, or the cloud cost ceiling)."""
-    ready = Replica.objects.filter(workload=workload, desired=True, generation=workload.generation,
-                                   state=Replica.State.READY).count()
+    if shared is not None:
+        ready = shared.ready.get((workload.pk, workload.generation), 0)
+    else:
+        ready = Replica.objects.filter(workload=workload, desired=True, generation=workload.generation,
+                                       state=Replica.State.READY).count()
     if capacity.is_cloud(workload.policy):
         # Cloud: as many instances as max_workers, max_instances and the cost ceiling allow.
         limit = capacity.cap_for(workload.policy, capacity.eligible(workload.policy))
         slots, why = limit.workers, limit.reason
+    elif shared is not None:
+        key = (workload.project.team_id, tuple(sorted((workload.policy or {}).get("private_worker_ids") or [])))
+        if key not in shared.slots:
+            shared.slots[key] = private_slots(workload)
+        slots, why = shared.slots[key]
     else:
         slots, why = private_slots(workload)
     counts = counts or demand.Counts()
@@ -86,24 +109,30 @@ def observe(workload: Workload, counts: demand.Counts | None) -> autoscaler.Obse
 
 
 def _material(state: dict) -> tuple:
+    # Timestamps that only move forward while nothing else changes (the max-window's newest entry,
+    # the last demand) are refreshed every STATE_REFRESH_S, not every tick; the gateways' own
+    # last_request_at covers the gap after a restart.
     recs = state.get("recommendations") or []
     return (state.get("target"), state.get("generation"), state.get("samples"), state.get("panic_until"),
-            [v for _, v in recs], state.get("last_demand_at"))
+            [v for _, v in recs])
 
 
-def tick(workload_id: str, now: datetime | None = None, counts: demand.Counts | None = None) -> autoscaler.Decision | None:
+def tick(workload_id: str, now: datetime | None = None, counts: demand.Counts | None = None, *,
+         workload: Workload | None = None, shared: Pass | None = None) -> autoscaler.Decision | None:
     now = now or timezone.now()
-    workload = Workload.objects.select_related("project").filter(pk=workload_id).first()
+    if workload is None:
+        workload = Workload.objects.select_related("project").filter(pk=workload_id).first()
     if workload is None or not runs_here(workload.policy or {}):
         return None
     if counts is None:
         counts = _read([workload_id]).get(workload_id, demand.Counts())
     previous = workload.autoscaler or {}
     state = autoscaler.State.load(previous)
-    decision = autoscaler.decide(autoscaler.Policy.of(workload), state, observe(workload, counts), now)
+    decision = autoscaler.decide(autoscaler.Policy.of(workload), state, observe(workload, counts, shared), now)
     dumped = decision.state.dump()
     saved_at = previous.get("saved_at") or 0.0
-    if _material(dumped) != _material(previous) or now.timestamp() - saved_at >= STATE_REFRESH_S:
+    unchanged = all(previous.get(k) == v for k, v in dumped.items())
+    if not unchanged and (_material(dumped) != _material(previous) or now.timestamp() - saved_at >= STATE_REFRESH_S):
         dumped["saved_at"] = now.timestamp()
         dumped["reason"] = decision.reason
         dumped["desired"] = decision.desired
@@ -131,13 +160,17 @@ def _read(ids: list[str]) -> dict[str, demand.Counts]:
 def tick_all(now: datetime | None = None) -> int:
     """One beat pass over every private autoscaling workload (demand read once for all)."""
     started = time.monotonic()
-    ids = list(Workload.objects.filter(policy__kind="autoscaling", policy__source__in=["private", "cloud"]).values_list("id", flat=True))
-    if not ids:
+    workloads = list(Workload.objects.filter(policy__kind="autoscaling", policy__source__in=["private", "cloud"])
+                     .select_related("project"))
+    if not workloads:
         return 0
+    ids = [w.pk for w in workloads]
     counts = _read(ids)
-    for wid in ids:
+    shared = Pass.load()
+    for workload in workloads:
+        wid = workload.pk
         try:
-            tick(wid, now, counts.get(wid) or demand.Counts())
+            tick(wid, now, counts.get(wid) or demand.Counts(), workload=workload, shared=shared)
         except Exception:  # one bad workload must not stop the others
             log.exception("autoscale %s failed", wid)
     log.debug("autoscale pass over %d workloads in %.3fs", len(ids), time.monotonic() - started)
