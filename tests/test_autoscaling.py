@@ -173,3 +173,21 @@ def test_a_steady_beat_pass_costs_a_few_queries_and_writes_nothing(tenant, local
         assert autoscaling.tick_all(start + timedelta(seconds=2)) == 4
     assert len(queries) <= 6  # not per workload
     assert not [q for q in queries.captured_queries if q["sql"].startswith(("UPDATE", "INSERT", "DELETE"))]
+
+
+@pytest.mark.parametrize("broker,throttle,expected", [
+    ("filesystem://", "", "database"),
+    ("redis://127.0.0.1:6379/7", "", "redis"),
+    ("filesystem://", "redis://127.0.0.1:6379/7", "redis"),
+])
+def test_demand_store_is_redis_when_any_configured_url_is(settings, broker, throttle, expected):
+    settings.CELERY_BROKER_URL = broker
+    settings.DEMAND_URL = ""
+    settings.CACHES = {**settings.CACHES, "throttle": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": throttle} if throttle
+        else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "ik_throttle_cache"})}
+    demand._redis_url.cache_clear()
+    try:
+        assert demand.store() == expected
+    finally:
+        demand._redis_url.cache_clear()

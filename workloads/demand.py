@@ -4,7 +4,8 @@ Each gateway process counts in memory (gateway/metrics.py) and a background task
 counts here about once a second (only what changed, plus a refresh of non-zero counts); the
 autoscaler reads the sum over processes. Two stores:
 
-* Redis, when `INFERENCEKEY_DEMAND_URL` or `CELERY_BROKER_URL` is a `redis://` URL: one hash per
+* Redis, when `INFERENCEKEY_DEMAND_URL`, `CELERY_BROKER_URL` or `THROTTLE_CACHE_URL` is a
+  `redis://` URL (the first of them): one hash per
   process (`ik:demand:<process>`, field = workload id), expiring on its own when the process dies.
 * the database otherwise (the embedded default): one `GatewayDemand` row per (process, workload).
 
@@ -36,8 +37,12 @@ class Counts:
 
 @lru_cache(maxsize=1)
 def _redis_url() -> str:
-    url = getattr(settings, "DEMAND_URL", "") or getattr(settings, "CELERY_BROKER_URL", "")
-    return url if url.startswith(("redis://", "rediss://")) else ""
+    """INFERENCEKEY_DEMAND_URL, else the first Redis URL among the broker and the throttle cache."""
+    throttle = getattr(settings, "CACHES", {}).get("throttle", {})
+    candidates = [getattr(settings, "DEMAND_URL", ""), getattr(settings, "CELERY_BROKER_URL", "")]
+    if "redis" in throttle.get("BACKEND", ""):
+        candidates.append(throttle.get("LOCATION", ""))
+    return next((url for url in candidates if url and url.startswith(("redis://", "rediss://"))), "")
 
 
 @lru_cache(maxsize=1)
