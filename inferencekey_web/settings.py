@@ -217,7 +217,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 SWEEP_INTERVAL_S = env_int("INFERENCEKEY_SWEEP_INTERVAL_S", 10)
 # Autoscaler (workloads/autoscaling.py): a pass over the autoscaling workloads this often; a gateway
 # also queues one at once for a workload it holds a request for. Demand is shared through Redis when
-# INFERENCEKEY_DEMAND_URL (else CELERY_BROKER_URL) is redis://…, else through the database.
+# INFERENCEKEY_DEMAND_URL, CELERY_BROKER_URL or THROTTLE_CACHE_URL is redis://…, else through the database.
 AUTOSCALE_INTERVAL_S = env_int("INFERENCEKEY_AUTOSCALE_INTERVAL_S", 5)
 DEMAND_URL = env_str("INFERENCEKEY_DEMAND_URL", "")
 # How long the gateway holds a request for a workload with no ready replica (scaled to zero,
