@@ -1,9 +1,9 @@
-"""Admin for workers, their GPUs, join tokens and replicas (credential hashes are never shown)."""
+"""Admin for workers, their GPUs, join tokens, replicas and cloud instances (credential hashes are never shown)."""
 from __future__ import annotations
 
 from django.contrib import admin
 
-from .models import Gpu, JoinToken, Replica, Worker
+from .models import Gpu, Instance, JoinToken, Replica, Worker
 
 
 class GpuInline(admin.TabularInline):
@@ -52,3 +52,22 @@ class ReplicaAdmin(admin.ModelAdmin):
     list_select_related = ["workload", "worker"]
     readonly_fields = ["id", "created_at", "updated_at", "ready_at"]
     filter_horizontal = ["gpus"]
+
+
+@admin.register(Instance)
+class InstanceAdmin(admin.ModelAdmin):
+    """Read-only: instances are the capacity converger's (workers/capacity.py); a row changed here
+    would disagree with the provider."""
+
+    list_display = ["name", "workload", "provider", "gpu_name", "price_usd_per_hour", "state", "launched_at",
+                    "registered_at", "terminated_at"]
+    list_filter = ["provider", "state", "gpu_name"]
+    search_fields = ["name", "workload__slug", "message"]
+    list_select_related = ["workload", "worker"]
+    exclude = ["join_token"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
