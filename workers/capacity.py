@@ -272,7 +272,16 @@ def sweep(now: datetime | None = None, provider=None) -> dict:
     if changed:
         for workload_id in sorted(changed_workloads):
             tasks.send("workloads.tasks.reconcile_workload", [workload_id])
-    return {"orphaned": orphaned, "leftovers": leftovers}
+    # A cloud worker whose instance is gone (or whose agent registered after its instance was given
+    # up) is a row nobody will use again once it is quiet.
+    quiet = now - timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S)
+    stale = Worker.objects.filter(kind=Worker.Kind.CLOUD, last_heartbeat_at__lt=quiet).filter(
+        Q(instance__isnull=True) | ~Q(instance__state__in=ACTIVE))
+    removed = 0
+    for worker in list(stale[:100]):
+        services.worker_delete(worker=worker)
+        removed += 1
+    return {"orphaned": orphaned, "leftovers": leftovers, "stale_workers": removed}
 
 
 # --- reads for the API and dashboard ---------------------------------------------------------

@@ -175,3 +175,22 @@ def test_hourly_cost_and_cost_to_date_follow_the_instances(tenant, fake):
     assert capacity.hourly_cost_usd(workload.id) == Decimal("1.006")
     cost = capacity.cost_to_date_usd(workload.id, started + timedelta(hours=2))
     assert cost == pytest.approx(2 * 1.006, rel=0.01)
+
+
+def test_sweep_removes_quiet_cloud_workers_without_an_instance(tenant, fake, settings):
+    workload = make(tenant)
+    reconcile.run(workload.id)
+    worker = fake.register(instances(workload)[0].name)
+    Instance.objects.filter(worker=worker).update(state="terminated")
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S + 1)):
+        capacity.sweep()
+    assert not Worker.objects.filter(pk=worker.pk).exists()
+
+
+def test_sweep_keeps_cloud_workers_of_running_instances(tenant, fake, settings):
+    workload = make(tenant)
+    reconcile.run(workload.id)
+    worker = fake.register(instances(workload)[0].name)
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S + 1)):
+        capacity.sweep()
+    assert Worker.objects.filter(pk=worker.pk).exists()

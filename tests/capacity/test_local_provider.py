@@ -93,3 +93,18 @@ def test_simulated_gpu_spec_must_be_name_and_positive_vram(text):
 
 def test_simulated_gpu_keeps_colons_in_the_name():
     assert parse_simulated_gpu("Vendor: GPU X:2048")["name"] == "Vendor: GPU X"
+
+
+def test_agent_reports_the_simulated_gpu_instead_of_running_nvidia_smi(tmp_path, monkeypatch):
+    from workers.agent.loop import Agent, AgentConfig
+
+    monkeypatch.setenv("IK_FAKE_NVIDIA_SMI", "/nonexistent/nvidia-smi")
+    agent = Agent(AgentConfig(server="http://127.0.0.1:9", state_dir=tmp_path, simulate_gpu="NVIDIA L4:24576"))
+    assert [(g["name"], g["memory_total_mb"]) for g in agent._gpus()] == [("NVIDIA L4", 24576)]
+
+
+def test_agent_cli_refuses_a_malformed_simulated_gpu(tmp_path, capsys):
+    from workers.agent.cli import main
+
+    assert main(["--server", "http://127.0.0.1:9", "--state-dir", str(tmp_path), "--simulate-gpu", "L4"]) == 2
+    assert "--simulate-gpu" in capsys.readouterr().err
