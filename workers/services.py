@@ -214,7 +214,11 @@ def mark_quiet_workers_offline(now) -> int:
     from django.conf import settings
 
     cutoff = now - timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S)
-    return Worker.objects.filter(state=Worker.State.ONLINE, last_heartbeat_at__lt=cutoff).update(state=Worker.State.OFFLINE)
+    quiet = Worker.objects.filter(state=Worker.State.ONLINE, last_heartbeat_at__lt=cutoff)
+    # Read first: the beat sweep calls this every few seconds, and a steady sweep writes nothing.
+    if not quiet.exists():
+        return 0
+    return quiet.update(state=Worker.State.OFFLINE)
 
 
 # Agent-reported replica state → Replica.State

@@ -50,6 +50,9 @@ class Workload(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     reconciled_at = models.DateTimeField(null=True, blank=True)
+    # Scheduled policies: when the schedule next opens or closes (policies.next_change). The beat
+    # sweep reconciles a settled workload only once this has come, so a steady sweep reads one index.
+    next_transition_at = models.DateTimeField(null=True, blank=True, db_index=True)
     # Autoscaling: the autoscaler's persisted state (workloads/autoscaler.py State.dump(); `target`
     # is the replica count reconcile runs).
     autoscaler = models.JSONField(default=dict, blank=True)

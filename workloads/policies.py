@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -457,6 +457,95 @@ def next_transitions(policy: dict, now: datetime, count: int = 5) -> list[tuple[
                 out.append((t, active))
                 state = active
     return out[:count]
+
+
+def _window_candidates(w: dict, now: datetime) -> list[datetime]:
+    """Instants (UTC-comparable, after `now`) where a window can open or close: each day's start
+    and end, as local wall-clock times, over the next 8 days (a window changes at least weekly)."""
+    tz = ZoneInfo(w["tz"])
+    today = now.astimezone(tz).date()
+    out = []
+    for offset in range(-1, 9):
+        day = today + timedelta(days=offset)
+        for minutes in (w["start"], w["end"]):
+            # 24:00 and an overnight end fall on the next day; datetime.combine keeps the wall clock.
+            local = datetime.combine(day, time(0), tz) + timedelta(minutes=minutes)
+            # In UTC: a wall-clock time that a DST jump skips must not be read back as itself, and
+            # one that a jump back repeats happens twice (fold 0 and 1).
+            for fold in (0, 1):
+                instant = datetime.combine(local.date(), local.time(), tz).replace(fold=fold).astimezone(UTC)
+                if instant > now:
+                    out.append(instant)
+    return sorted(set(out))
+
+
+def _offset_changes(tz: ZoneInfo, now: datetime, days: int) -> list[datetime]:
+    """UTC instants in the next `days` where `tz` changes its offset (DST): a repeated or skipped
+    wall-clock hour can switch a schedule on or off at an instant that is no day boundary."""
+    out = []
+    day = timedelta(days=1)
+    t = now.astimezone(UTC).replace(second=0, microsecond=0)
+    for _ in range(days):
+        if t.astimezone(tz).utcoffset() != (t + day).astimezone(tz).utcoffset():
+            lo, hi = t, t + day
+            while hi - lo > timedelta(minutes=1):
+                mid = (lo + (hi - lo) / 2).replace(second=0, microsecond=0)
+                if mid.astimezone(tz).utcoffset() == lo.astimezone(tz).utcoffset():
+                    lo = mid
+                else:
+                    hi = mid
+            out.append(hi)
+        t += day
+    return out
+
+
+def next_change(policy: dict, now: datetime) -> datetime | None:
+    """When a scheduled policy next switches on or off (minute resolution), else None (other
+    policies, a schedule that never changes). The beat sweep reconciles a scheduled workload only
+    once this time has come, so this is computed once per transition, not once per sweep: a
+    window checks its ~18 day boundaries instead of scanning minutes."""
+    if policy.get("kind") != "scheduled":
+        return None
+    if "cron" in policy:
+        found = next_transitions(policy, now, 1)
+        nxt = found[0][0].astimezone(UTC) if found else None
+        tz = ZoneInfo(policy.get("tz", "UTC"))
+        # Around a DST change the fires' candidates miss a repeated hour: look again at the change,
+        # and for the few hours after one, scan minutes (bounded) as the preview does.
+        soon = [*_offset_changes(tz, now, 9)[:1], *([nxt] if nxt else [])]
+        if (now - timedelta(hours=3)).astimezone(tz).utcoffset() != now.astimezone(tz).utcoffset():
+            state, t = schedule_active(policy, now), now.replace(second=0, microsecond=0)
+            for _ in range(180):
+                t += timedelta(minutes=1)
+                if schedule_active(policy, t) != state:
+                    soon.append(t.astimezone(UTC))
+                    break
+        return min(soon, default=None)
+    if "window" not in policy:
+        return None
+    state = schedule_active(policy, now)
+    previous = now
+    w = policy["window"]
+    candidates = sorted(_window_candidates(w, now) + _offset_changes(ZoneInfo(w["tz"]), now, 9))
+    for candidate in candidates:
+        if schedule_active(policy, candidate) != state:
+            # A wall-clock time that a DST jump skips maps to an instant past the real change:
+            # find the first minute that differs (bisection; once per transition).
+            lo = previous.replace(second=0, microsecond=0)
+            hi = candidate
+            while hi - lo > timedelta(minutes=1):
+                mid = lo + (hi - lo) / 2
+                mid = mid.replace(second=0, microsecond=0)
+                if mid <= lo:
+                    break
+                if schedule_active(policy, mid) != state:
+                    hi = mid
+                else:
+                    lo = mid
+            # UTC: an instant in a repeated wall-clock hour compares unequal across zones (PEP 495).
+            return hi.astimezone(UTC)
+        previous = candidate
+    return None
 
 
 @dataclass(frozen=True)

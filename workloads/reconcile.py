@@ -164,17 +164,7 @@ def desired_for(workload: Workload, now: datetime) -> tuple[Desired, str]:
 
 
 def _observe(workload: Workload) -> list[Observed]:
-    rows = (Replica.objects.filter(workload=workload, desired=True)
-            .select_related("worker").order_by("created_at"))
-    return [
-        Observed(
-            id=r.id, generation=r.generation, state=r.state, placed=r.port is not None,
-            worker_state=r.worker.state if r.worker else None,
-            worker_seen_at=r.worker.last_heartbeat_at if r.worker else None,
-            message=r.message, created_at=r.created_at,
-        )
-        for r in rows
-    ]
+    return _observe_many([workload.pk]).get(workload.pk, [])
 
 
 def _launch_for(workload: Workload, where: placement.Placement) -> dict:
@@ -204,7 +194,8 @@ def run(workload_id: str, now: datetime | None = None) -> Status | None:
         cloud = capacity.plan_instances(workload, desired.count or 0, now) if capacity.is_cloud(workload.policy) else None
         if cloud is not None:
             desired = replace(desired, count=min(desired.count or 0, cloud.wanted))
-        actions = plan(desired, _observe(workload), now)
+        before = _observe(workload)
+        actions = plan(desired, before, now)
         for replica_id, reason in actions.drain:
             Replica.objects.filter(pk=replica_id, desired=True).update(desired=False, state=Replica.State.DRAINING, message=reason)
         new_ids = [Replica.objects.create(workload=workload, generation=desired.generation).id for _ in range(actions.create)]
@@ -228,9 +219,11 @@ def run(workload_id: str, now: datetime | None = None) -> Status | None:
             if placed:
                 Replica.objects.get(pk=replica_id).gpus.set(where.gpus)
         # Placed once the agent has stopped them (the sweep, or the stop report, runs us again).
-        for replica_id, reason in make_room(desired, _observe(workload), no_room):
-            Replica.objects.filter(pk=replica_id, desired=True).update(desired=False, state=Replica.State.DRAINING, message=reason)
-        observed = _observe(workload)
+        if no_room:
+            for replica_id, reason in make_room(desired, _observe(workload), no_room):
+                Replica.objects.filter(pk=replica_id, desired=True).update(desired=False, state=Replica.State.DRAINING, message=reason)
+        # Read again only when this run changed a replica (the common sweep changes none).
+        observed = _observe(workload) if (actions.drain or new_ids or actions.place) else before
         result = status(desired, observed, unplaceable, why_zero)
         if cloud is not None:
             result = cloud_status(result, cloud)
@@ -238,6 +231,7 @@ def run(workload_id: str, now: datetime | None = None) -> Status | None:
         Workload.objects.filter(pk=workload.pk, generation=desired.generation).update(
             observed_generation=desired.generation, phase=result.phase, message=result.message[:500],
             desired_replicas=desired.count or 0, ready_replicas=ready, reconciled_at=now,
+            next_transition_at=_next_transition(workload, now),
         )
         record_event(workload, desired.generation, result)
     if cloud is not None and capacity.execute(workload_id, now):
@@ -262,9 +256,110 @@ def record_event(workload: Workload, generation: int, result: Status) -> None:
         ReadinessEvent.objects.create(workload=workload, **current)
 
 
+def _next_transition(workload: Workload, now: datetime) -> datetime | None:
+    """The stored next schedule change while it is still ahead (the spec's save computed it), else
+    the one after `now`."""
+    if workload.next_transition_at is not None and workload.next_transition_at > now:
+        return workload.next_transition_at
+    return policies.next_change(workload.policy or {}, now)
+
+
+# --- many workloads at once (the sweep, a cold start) ------------------------------------------
+
+BATCH_SIZE = 500
+_BATCH_FIELDS = ("id", "project_id", "policy", "generation", "observed_generation", "phase", "message",
+                 "desired_replicas", "ready_replicas", "reconciled_at", "next_transition_at")
+
+
+def _observe_many(workload_ids: list[str]) -> dict[str, list[Observed]]:
+    """`_observe` for many workloads in one query."""
+    out: dict[str, list[Observed]] = {}
+    rows = (Replica.objects.filter(workload_id__in=workload_ids, desired=True)
+            .values_list("workload_id", "id", "generation", "state", "port", "worker_id", "worker__state",
+                         "worker__last_heartbeat_at", "message", "created_at")
+            .order_by("created_at"))
+    for wid, rid, gen, state, port, worker_id, wstate, seen, message, created in rows:
+        out.setdefault(wid, []).append(Observed(
+            id=rid, generation=gen, state=state, placed=port is not None,
+            worker_state=wstate if worker_id else None, worker_seen_at=seen if worker_id else None,
+            message=message, created_at=created,
+        ))
+    return out
+
+
+def _last_events(workload_ids: list[str]) -> dict[str, dict]:
+    from django.db.models import Max
+
+    last_ids = (ReadinessEvent.objects.filter(workload_id__in=workload_ids).values("workload_id")
+                .annotate(last=Max("id")).values_list("last", flat=True))
+    return {e.pop("workload_id"): e for e in ReadinessEvent.objects.filter(id__in=list(last_ids))
+            .values("workload_id", "generation", "phase", "step", "message")}
+
+
+def run_many(workload_ids, now: datetime | None = None) -> dict[str, int]:
+    """Reconcile many workloads with a few queries per batch of BATCH_SIZE.
+
+    A workload whose plan only restates its status (no replica to create, place or drain: the
+    common case of a sweep or a cold start of closed schedules) is settled here: its row is
+    written only when something changed, grouped into one UPDATE per distinct outcome with
+    compare-and-set on `generation` and on the `reconciled_at` that was read (a concurrent `run()`
+    wins). Any other workload (replicas to change, autoscaling, cloud capacity) goes through
+    `run()` under its row lock. Returns counts: settled, written, run."""
+    now = now or timezone.now()
+    ids = list(dict.fromkeys(workload_ids))
+    counts = {"settled": 0, "written": 0, "run": 0}
+    slow: list[str] = []
+    for start in range(0, len(ids), BATCH_SIZE):
+        chunk = ids[start:start + BATCH_SIZE]
+        workloads = list(Workload.objects.filter(pk__in=chunk).only(*_BATCH_FIELDS))
+        observed = _observe_many(chunk)
+        last_events = _last_events(chunk)
+        groups: dict[tuple, list[str]] = {}
+        events: dict[str, dict] = {}
+        for w in workloads:
+            if (w.policy or {}).get("kind", "fixed") not in ("fixed", "scheduled"):
+                slow.append(w.id)  # autoscaling and cloud capacity keep their own path
+                continue
+            desired, why_zero = desired_for(w, now)
+            obs = observed.get(w.id, [])
+            actions = plan(desired, obs, now)
+            if actions.create or actions.place or actions.drain:
+                slow.append(w.id)
+                continue
+            counts["settled"] += 1
+            result = status(desired, obs, "", why_zero)
+            ready = sum(r.state == Replica.State.READY and r.generation == desired.generation for r in obs)
+            nxt = _next_transition(w, now)
+            new = (desired.generation, result.phase, result.message[:500], desired.count or 0, ready, nxt)
+            if new != (w.observed_generation, w.phase, w.message, w.desired_replicas, w.ready_replicas, w.next_transition_at):
+                groups.setdefault((*new, w.generation, w.reconciled_at), []).append(w.id)
+            event = {"generation": desired.generation, "phase": result.phase, "step": result.step,
+                     "message": result.message[:500]}
+            if last_events.get(w.id) != event:
+                events[w.id] = event
+        lost: set[str] = set()
+        with transaction.atomic():
+            for (gen, phase, message, count, ready, nxt, generation, seen), group in groups.items():
+                written = Workload.objects.filter(pk__in=group, generation=generation, reconciled_at=seen).update(
+                    observed_generation=gen, phase=phase, message=message, desired_replicas=count,
+                    ready_replicas=ready, next_transition_at=nxt, reconciled_at=now,
+                )
+                counts["written"] += written
+                if written < len(group):
+                    won = set(Workload.objects.filter(pk__in=group, reconciled_at=now).values_list("id", flat=True))
+                    lost |= set(group) - won
+            ReadinessEvent.objects.bulk_create(
+                [ReadinessEvent(workload_id=wid, **event) for wid, event in events.items() if wid not in lost])
+    for workload_id in slow:
+        run(workload_id, now)
+        counts["run"] += 1
+    return counts
+
+
 def lagging_workloads(now: datetime | None = None) -> list[str]:
-    """Workloads the sweep re-queues: spec not yet observed, not settled, time-driven, or with
-    replicas on workers that went quiet."""
+    """Workloads the sweep reconciles: spec not yet observed, not settled, a schedule change that
+    has come, or replicas on workers that went quiet or failed. A steady sweep reads indexes and
+    writes nothing."""
     from django.db.models import F, Q
 
     from workers.services import mark_quiet_workers_offline
@@ -276,7 +371,7 @@ def lagging_workloads(now: datetime | None = None) -> list[str]:
         Workload.objects.filter(
             Q(observed_generation__lt=F("generation"))
             | ~Q(phase__in=[Phase.READY, Phase.STOPPED, Phase.ERROR, Phase.PENDING])
-            | Q(policy__kind="scheduled")
+            | Q(next_transition_at__lte=now)
         ).values_list("id", flat=True)
     )
     ids |= set(
@@ -285,5 +380,10 @@ def lagging_workloads(now: datetime | None = None) -> list[str]:
                 | Q(state__in=[Replica.State.UNHEALTHY, Replica.State.FAILED]))
         .values_list("workload_id", flat=True)
     )
-    Replica.objects.filter(desired=False).filter(Q(worker__isnull=True) | Q(worker__last_heartbeat_at__lt=stale)).delete()
+    # Rows of undesired replicas whose worker is gone or silent: delete only when there are some
+    # (a DELETE that matches nothing is still a write statement on every sweep).
+    gone = list(Replica.objects.filter(desired=False).filter(Q(worker__isnull=True) | Q(worker__last_heartbeat_at__lt=stale))
+                .values_list("id", flat=True)[:1000])
+    if gone:
+        Replica.objects.filter(pk__in=gone, desired=False).delete()
     return sorted(ids)

@@ -14,6 +14,7 @@ from inferencekey_web.lib import tasks
 from workers import capacity
 from workers.models import Gpu, Worker
 
+from . import policies
 from . import spec as specs
 from .models import Phase, ReadinessEvent, Workload
 
@@ -70,7 +71,8 @@ def workload_create(*, project: Project, data: dict) -> Workload:
     spec = specs.validate(data, spec_context(project))
     try:
         with transaction.atomic():
-            workload = Workload.objects.create(project=project, policy=spec.policy, **spec.wire())
+            workload = Workload.objects.create(project=project, policy=spec.policy, **spec.wire(),
+                                               next_transition_at=policies.next_change(spec.policy, timezone.now()))
             ReadinessEvent.objects.create(workload=workload, generation=1, phase=Phase.SCHEDULING,
                                           step="accepted", message="Workload accepted; waiting for the reconciler")
             _queue_reconcile(workload)
@@ -90,7 +92,8 @@ def workload_update(*, workload: Workload, patch: dict) -> Workload:
     try:
         with transaction.atomic():
             changed = Workload.objects.filter(pk=workload.pk, generation=workload.generation).update(
-                policy=spec.policy, generation=F("generation") + 1, updated_at=timezone.now(), **new
+                policy=spec.policy, generation=F("generation") + 1, updated_at=timezone.now(), **new,
+                next_transition_at=policies.next_change(spec.policy, timezone.now()),
             )
             if not changed:
                 raise Conflict("the workload changed concurrently; retry")

@@ -39,9 +39,26 @@ def reconcile_workload(self, workload_id: str) -> None:
         raise self.retry(countdown=delay) from None
 
 
+@shared_task(bind=True, ignore_result=True, acks_late=True, max_retries=MAX_RETRIES)
+def reconcile_batch(self, workload_ids: list[str]) -> None:
+    """Converge many workloads (the sweep's share): settled ones in a few queries, the rest one by
+    one (reconcile.run_many). Idempotent, so a transient database error retries the whole batch."""
+    from . import reconcile
+
+    try:
+        reconcile.run_many(workload_ids)
+    except OperationalError as exc:
+        if not transient(exc):
+            raise
+        delay = min(30.0, 0.5 * 2 ** self.request.retries) * random.uniform(0.5, 1.5)
+        log.warning("reconcile batch of %d: transient database error (%s); retry in %.1fs", len(workload_ids), exc, delay)
+        raise self.retry(countdown=delay) from None
+
+
 @shared_task(ignore_result=True, expires=30)
 def sweep() -> None:
-    """Re-queue workloads whose observed state lags their spec or whose replicas are unhealthy."""
+    """Reconcile workloads whose observed state lags their spec, whose schedule changes now, or
+    whose replicas are unhealthy; in batches, so 10,000 due at once are not 10,000 tasks."""
     from . import reconcile
 
     try:
@@ -51,8 +68,8 @@ def sweep() -> None:
             raise
         log.warning("sweep skipped: transient database error (%s); the next sweep runs soon", exc)
         return
-    for workload_id in lagging:
-        tasks.send("workloads.tasks.reconcile_workload", [workload_id])
+    for start in range(0, len(lagging), reconcile.BATCH_SIZE):
+        tasks.send("workloads.tasks.reconcile_batch", [lagging[start:start + reconcile.BATCH_SIZE]])
 
 
 @shared_task(ignore_result=True, expires=30)
