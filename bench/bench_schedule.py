@@ -13,6 +13,8 @@ never reconciled (a cold start: just created, or a restored database). Then, in 
 4. the next transition: the sweep at the earliest stored `next_transition_at` (the workloads whose
    schedule changes then are due; the rest are not read).
 
+Between 2 and 3 the placed replicas are marked ready, as their agents would report.
+
     .venv/bin/python bench/bench_schedule.py [--workloads 10000] [--baseline 1000]
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_schedule .venv/bin/python bench/bench_schedule.py
 """
@@ -100,6 +102,7 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
+    from workers.models import Replica, Worker
     from workloads import reconcile
     from workloads.models import Phase, Workload
 
@@ -131,8 +134,14 @@ def main() -> None:
     rows.append((f"cold pass: run_many, {len(rest):,} ({counts['run']:,} placed one by one)", cold_new, len(rest), q))
     active = Workload.objects.exclude(phase=Phase.STOPPED).count()
 
+    # The agents start the placed engines and report them ready; one sweep settles those workloads.
+    Replica.objects.filter(desired=True).update(state=Replica.State.READY)
+    Worker.objects.update(last_heartbeat_at=timezone.now())
+    reconcile.run_many(reconcile.lagging_workloads())
+
     # 3. The steady sweep (nothing due): what beat runs every few seconds.
     for i in range(5):
+        Worker.objects.update(last_heartbeat_at=timezone.now())  # the agents keep beating
         with counting() as q:
             t0 = time.perf_counter()
             due = reconcile.lagging_workloads()
@@ -143,6 +152,7 @@ def main() -> None:
     # 4. The sweep at the next schedule change: only those due then are reconciled.
     nxt = Workload.objects.exclude(next_transition_at=None).order_by("next_transition_at").values_list("next_transition_at", flat=True).first()
     if nxt is not None:
+        Worker.objects.update(last_heartbeat_at=nxt)
         with counting() as q:
             t0 = time.perf_counter()
             due = reconcile.lagging_workloads(nxt)

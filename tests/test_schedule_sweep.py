@@ -139,3 +139,14 @@ def test_run_many_does_not_overwrite_a_concurrent_reconcile(tenant, cpu_worker, 
         monkeypatch.setattr(reconcile, "_observe_many", racing)
         counts = reconcile.run_many([workload.id])
     assert counts["written"] == 0 and Workload.objects.get(pk=workload.pk).message == "written by run()"
+
+
+def test_run_many_places_a_cold_start_like_run_does_one_port_each(tenant, cpu_worker):
+    with time_machine.travel(NOW, tick=False):
+        batch = [_scheduled(tenant, f"open-{i}", WINDOW) for i in range(3)]
+        counts = reconcile.run_many([w.id for w in batch])
+    replicas = Replica.objects.filter(workload__in=batch)
+    assert counts["placed"] == 3 and counts["run"] == 0
+    assert sorted(replicas.values_list("port", flat=True)) == [20000, 20001, 20002]
+    assert {(r.worker_id, r.state, r.launch["argv"][-1]) for r in replicas} == {
+        (cpu_worker.id, Replica.State.PLACED, str(r.port)) for r in replicas}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from workers import capacity
@@ -109,18 +109,80 @@ def place(workload) -> Placement:
         return _place_spread(workload, candidates, policy.get("private_worker_ids") or [], need, pinned_gpu)
     if not candidates:
         raise Unplaceable("no online worker: register one (Workers page) or start the local agent")
+    return HostBook(candidates).place(candidates, need, workload.model_name, pinned_gpu)
 
-    # Spread: prefer workers running fewer replicas, then GPU placements over CPU ones.
-    load = {w.id: Replica.objects.filter(worker=w, desired=True).count() for w in candidates}
-    for worker in sorted(candidates, key=lambda w: load[w.id]):
-        gpus = _fit_on(worker, need, pinned_gpu)
-        if gpus:
-            return Placement(worker, gpus, free_port(worker), need)
-    for worker in sorted(candidates, key=lambda w: load[w.id]):
-        if worker.accepts_cpu and not pinned_gpu:
-            return Placement(worker, [], free_port(worker), need)
-    raise NoRoom(f"no worker has {need / 1024:.1f} GiB of free GPU memory for {workload.model_name} "
-                      "(estimate: parameters × bytes per parameter × 1.2 + 2 GiB)")
+
+class HostBook:
+    """What placement needs to know about a set of workers, read in three queries: memory reserved
+    per GPU, desired replicas per worker, ports taken per host. `place` records what it hands out,
+    so one book places many replicas (the batch reconcile of a cold start) without reading again."""
+
+    def __init__(self, workers: list[Worker]):
+        ids = [w.id for w in workers]
+        per_replica: dict[str, tuple[int, list[str]]] = {}
+        for rid, vram, gpu_id in Replica.objects.filter(worker_id__in=ids, state__in=ACTIVE_STATES).values_list("id", "vram_mb", "gpus"):
+            per_replica.setdefault(rid, (vram, []))[1].extend([gpu_id] if gpu_id else [])
+        self.reserved: dict[str, int] = {}
+        for vram, gpu_ids in per_replica.values():
+            for gpu_id in gpu_ids:
+                self.reserved[gpu_id] = self.reserved.get(gpu_id, 0) + vram // max(1, len(gpu_ids))
+        self.load: dict[str, int] = dict(
+            Replica.objects.filter(worker_id__in=ids, desired=True).values("worker_id").annotate(n=Count("id")).values_list("worker_id", "n"))
+        # Every worker with the same address or hostname shares one port space (see free_port).
+        addresses = {w.address for w in workers}
+        hostnames = {w.hostname for w in workers if w.hostname}
+        self.ports: dict[tuple[str, str], set[int]] = {}
+        rows = (Replica.objects.filter(Q(worker_id__in=ids) | Q(worker__address__in=addresses) | Q(worker__hostname__in=hostnames))
+                .exclude(port=None).values_list("worker_id", "worker__address", "worker__hostname", "port"))
+        for worker_id, address, hostname, port in rows:
+            for key in self._keys(worker_id, address, hostname):
+                self.ports.setdefault(key, set()).add(port)
+
+    @staticmethod
+    def _keys(worker_id: str, address: str, hostname: str) -> list[tuple[str, str]]:
+        return [("w", worker_id), ("a", address)] + ([("h", hostname)] if hostname else [])
+
+    def _port(self, worker: Worker) -> int:
+        used = set().union(*(self.ports.get(k, set()) for k in self._keys(worker.id, worker.address, worker.hostname)))
+        for port in PORT_RANGE:
+            if port not in used:
+                return port
+        raise Unplaceable(f"worker {worker.name} has no free port")
+
+    def _fit(self, worker: Worker, need_mb: int, pinned_gpu: Gpu | None) -> list[Gpu] | None:
+        """GPUs on `worker` that can hold `need_mb`: one GPU (best fit), else all of them together."""
+        gpus = [pinned_gpu] if pinned_gpu else list(worker.gpus.all())
+        free = {g.id: g.memory_total_mb - self.reserved.get(g.id, 0) for g in gpus}
+        single = sorted((g for g in gpus if free[g.id] >= need_mb), key=lambda g: free[g.id])
+        if single:
+            return [single[0]]
+        if not pinned_gpu and len(gpus) > 1 and sum(free.values()) >= need_mb:
+            return gpus  # tensor-parallel across the whole host
+        return None
+
+    def _take(self, worker: Worker, gpus: list[Gpu], need: int) -> Placement:
+        port = self._port(worker)
+        for key in self._keys(worker.id, worker.address, worker.hostname):
+            self.ports.setdefault(key, set()).add(port)
+        for gpu in gpus:
+            self.reserved[gpu.id] = self.reserved.get(gpu.id, 0) + need // len(gpus)
+        self.load[worker.id] = self.load.get(worker.id, 0) + 1
+        return Placement(worker, gpus, port, need)
+
+    def place(self, candidates: list[Worker], need: int, model_name: str, pinned_gpu: Gpu | None = None) -> Placement:
+        """Spread: prefer workers running fewer replicas, then GPU placements over CPU ones."""
+        ranked = sorted(candidates, key=lambda w: self.load.get(w.id, 0))
+        for worker in ranked:
+            gpus = self._fit(worker, need, pinned_gpu)
+            if gpus:
+                return self._take(worker, gpus, need)
+        for worker in ranked:
+            if worker.accepts_cpu and not pinned_gpu:
+                return self._take(worker, [], need)
+        if not candidates:
+            raise Unplaceable("no online worker: register one (Workers page) or start the local agent")
+        raise NoRoom(f"no worker has {need / 1024:.1f} GiB of free GPU memory for {model_name} "
+                     "(estimate: parameters × bytes per parameter × 1.2 + 2 GiB)")
 
 
 def _place_spread(workload, candidates: list[Worker], listed: list[str], need: int, pinned_gpu: Gpu | None) -> Placement:

@@ -299,23 +299,24 @@ def _last_events(workload_ids: list[str]) -> dict[str, dict]:
 def run_many(workload_ids, now: datetime | None = None) -> dict[str, int]:
     """Reconcile many workloads with a few queries per batch of BATCH_SIZE.
 
-    A workload whose plan only restates its status (no replica to create, place or drain: the
-    common case of a sweep or a cold start of closed schedules) is settled here: its row is
-    written only when something changed, grouped into one UPDATE per distinct outcome with
+    Handled here: a workload whose plan only restates its status (the common sweep, closed
+    schedules), and one that only needs new replicas and pins nothing (a cold start, a schedule
+    that opens): those are placed with one HostBook per team and written with bulk inserts. Rows
+    are written only when something changed, grouped into one UPDATE per distinct outcome, with
     compare-and-set on `generation` and on the `reconciled_at` that was read (a concurrent `run()`
-    wins). Any other workload (replicas to change, autoscaling, cloud capacity) goes through
-    `run()` under its row lock. Returns counts: settled, written, run."""
+    wins). Everything else (drains, rolling updates, pins, autoscaling, cloud capacity) goes
+    through `run()` under its row lock. Returns counts: settled, placed, written, run."""
     now = now or timezone.now()
     ids = list(dict.fromkeys(workload_ids))
-    counts = {"settled": 0, "written": 0, "run": 0}
+    counts = {"settled": 0, "placed": 0, "written": 0, "run": 0}
     slow: list[str] = []
     for start in range(0, len(ids), BATCH_SIZE):
         chunk = ids[start:start + BATCH_SIZE]
-        workloads = list(Workload.objects.filter(pk__in=chunk).only(*_BATCH_FIELDS))
+        workloads = list(Workload.objects.filter(pk__in=chunk).only(*_BATCH_FIELDS, "worker_id", "gpu_resource_id"))
         observed = _observe_many(chunk)
         last_events = _last_events(chunk)
-        groups: dict[tuple, list[str]] = {}
-        events: dict[str, dict] = {}
+        settled: list[tuple[Workload, Desired, str, list[Observed]]] = []
+        fresh: dict[str, tuple[Workload, Desired, str, list[Observed], int]] = {}
         for w in workloads:
             if (w.policy or {}).get("kind", "fixed") not in ("fixed", "scheduled"):
                 slow.append(w.id)  # autoscaling and cloud capacity keep their own path
@@ -323,37 +324,105 @@ def run_many(workload_ids, now: datetime | None = None) -> dict[str, int]:
             desired, why_zero = desired_for(w, now)
             obs = observed.get(w.id, [])
             actions = plan(desired, obs, now)
-            if actions.create or actions.place or actions.drain:
+            if not (actions.create or actions.place or actions.drain):
+                settled.append((w, desired, why_zero, obs))
+            elif (actions.create and not actions.place and not actions.drain and not w.worker_id
+                  and not w.gpu_resource_id and all(r.generation == desired.generation for r in obs)):
+                fresh[w.id] = (w, desired, why_zero, obs, actions.create)
+            else:
                 slow.append(w.id)
-                continue
-            counts["settled"] += 1
-            result = status(desired, obs, "", why_zero)
-            ready = sum(r.state == Replica.State.READY and r.generation == desired.generation for r in obs)
-            nxt = _next_transition(w, now)
-            new = (desired.generation, result.phase, result.message[:500], desired.count or 0, ready, nxt)
-            if new != (w.observed_generation, w.phase, w.message, w.desired_replicas, w.ready_replicas, w.next_transition_at):
-                groups.setdefault((*new, w.generation, w.reconciled_at), []).append(w.id)
-            event = {"generation": desired.generation, "phase": result.phase, "step": result.step,
-                     "message": result.message[:500]}
-            if last_events.get(w.id) != event:
-                events[w.id] = event
-        lost: set[str] = set()
         with transaction.atomic():
-            for (gen, phase, message, count, ready, nxt, generation, seen), group in groups.items():
-                written = Workload.objects.filter(pk__in=group, generation=generation, reconciled_at=seen).update(
-                    observed_generation=gen, phase=phase, message=message, desired_replicas=count,
-                    ready_replicas=ready, next_transition_at=nxt, reconciled_at=now,
-                )
-                counts["written"] += written
-                if written < len(group):
-                    won = set(Workload.objects.filter(pk__in=group, reconciled_at=now).values_list("id", flat=True))
-                    lost |= set(group) - won
-            ReadinessEvent.objects.bulk_create(
-                [ReadinessEvent(workload_id=wid, **event) for wid, event in events.items() if wid not in lost])
+            placed, lost_race = _place_fresh(fresh, now)
+            slow += lost_race
+            outcomes = [(w, desired, status(desired, obs, "", why_zero), obs) for w, desired, why_zero, obs in settled]
+            outcomes += placed
+            counts["settled"] += len(settled)
+            counts["placed"] += len(placed)
+            counts["written"] += _write_outcomes(outcomes, last_events, now)
     for workload_id in slow:
         run(workload_id, now)
         counts["run"] += 1
     return counts
+
+
+def _place_fresh(fresh: dict, now: datetime) -> tuple[list, list[str]]:
+    """Create and place the new replicas of `fresh` workloads (inside the caller's transaction):
+    rows locked and re-checked first (changed since read → left to run()), one HostBook per team."""
+    if not fresh:
+        return [], []
+    rows = (Workload.objects.select_for_update(of=("self",)).select_related("project")
+            .filter(pk__in=list(fresh)).order_by("pk"))
+    books: dict[str, tuple[list[Worker], placement.HostBook]] = {}
+    replicas: list[Replica] = []
+    gpu_links = []
+    out, lost = [], []
+    for full in rows:
+        w, desired, why_zero, obs, create = fresh.pop(full.pk)
+        if (full.generation, full.reconciled_at) != (w.generation, w.reconciled_at):
+            lost.append(full.pk)
+            continue
+        team_id = full.project.team_id
+        if team_id not in books:
+            candidates = list(placement.eligible_workers(team_id))
+            books[team_id] = (candidates, placement.HostBook(candidates))
+        candidates, book = books[team_id]
+        need = engines.vram_estimate_mb(full.model_name)
+        unplaceable = ""
+        new_obs = []
+        for _ in range(create):
+            try:
+                where = book.place(candidates, need, full.model_name)
+                launch = _launch_for(full, where)
+            except (placement.Unplaceable, engines.RecipeError) as exc:
+                unplaceable = str(exc)
+                replica = Replica(workload_id=full.pk, generation=desired.generation, message=unplaceable[:500])
+            else:
+                replica = Replica(workload_id=full.pk, generation=desired.generation, worker=where.worker, port=where.port,
+                                  vram_mb=where.vram_mb, launch=launch, spec_hash=engines.launch_hash(launch, where.port),
+                                  state=Replica.State.PLACED, message=f"placed on {where.worker.name}")
+                gpu_links += [Replica.gpus.through(replica_id=replica.id, gpu_id=g.id) for g in where.gpus]
+            replicas.append(replica)
+            new_obs.append(Observed(
+                id=replica.id, generation=desired.generation, state=replica.state, placed=replica.port is not None,
+                worker_state=replica.worker.state if replica.worker_id else None,
+                worker_seen_at=replica.worker.last_heartbeat_at if replica.worker_id else None,
+                message=replica.message, created_at=now,
+            ))
+        observed = obs + new_obs
+        out.append((w, desired, status(desired, observed, unplaceable, why_zero), observed))
+    lost += list(fresh)  # gone since read
+    Replica.objects.bulk_create(replicas, batch_size=500)
+    Replica.gpus.through.objects.bulk_create(gpu_links, batch_size=500)
+    return out, lost
+
+
+def _write_outcomes(outcomes: list, last_events: dict[str, dict], now: datetime) -> int:
+    """Write each workload's status where it changed: one UPDATE per distinct outcome, compare-
+    and-set on generation and the reconciled_at read; readiness events in one insert."""
+    groups: dict[tuple, list[str]] = {}
+    events: dict[str, dict] = {}
+    for w, desired, result, obs in outcomes:
+        ready = sum(r.state == Replica.State.READY and r.generation == desired.generation for r in obs)
+        new = (desired.generation, result.phase, result.message[:500], desired.count or 0, ready, _next_transition(w, now))
+        if new != (w.observed_generation, w.phase, w.message, w.desired_replicas, w.ready_replicas, w.next_transition_at):
+            groups.setdefault((*new, w.generation, w.reconciled_at), []).append(w.id)
+        event = {"generation": desired.generation, "phase": result.phase, "step": result.step, "message": result.message[:500]}
+        if last_events.get(w.id) != event:
+            events[w.id] = event
+    written = 0
+    lost: set[str] = set()
+    for (gen, phase, message, count, ready, nxt, generation, seen), group in groups.items():
+        done = Workload.objects.filter(pk__in=group, generation=generation, reconciled_at=seen).update(
+            observed_generation=gen, phase=phase, message=message, desired_replicas=count,
+            ready_replicas=ready, next_transition_at=nxt, reconciled_at=now,
+        )
+        written += done
+        if done < len(group):
+            won = set(Workload.objects.filter(pk__in=group, reconciled_at=now).values_list("id", flat=True))
+            lost |= set(group) - won
+    ReadinessEvent.objects.bulk_create(
+        [ReadinessEvent(workload_id=wid, **event) for wid, event in events.items() if wid not in lost], batch_size=500)
+    return written
 
 
 def lagging_workloads(now: datetime | None = None) -> list[str]:
