@@ -1,7 +1,8 @@
 """End to end, SDK only, on the `local` capacity provider (each instance an agent process with one
 simulated NVIDIA L4 at $0.43/h): a cloud autoscaling workload with a $1/h ceiling boots an instance,
 becomes ready and serves; under load it scales up to the 2 instances the ceiling allows and never
-past them, saying so; idle, it falls back to min_workers; delete() leaves no instance, agent or engine."""
+past them, saying so; idle, it falls back to min_workers; delete() leaves no instance, agent or engine.
+With min_workers 0 it goes to zero instances, and a request sent then is held while one boots."""
 from __future__ import annotations
 
 import threading
@@ -106,3 +107,26 @@ def test_cloud_autoscaling_scales_to_the_cost_cap_and_delete_leaves_nothing(stac
     root = stack.data_dir / "cloud-local"
     wait_for(lambda: not cloud_agents(stack) and not cloud_engines(stack) and not any(root.iterdir()), 60,
              what="no instance, agent or engine left")
+
+
+def test_cloud_workload_at_zero_has_no_instance_and_a_request_wakes_one(stack):
+    mgmt = ManagementClient(base_url=stack.base_url, sdk_token=stack.creds["sdk_token"], project="demo")
+    mgmt.ensure(WorkloadSpec(
+        name="Sleepy", slug="sleepy", model="standin/tiny-chat", backend="vllm",
+        command="vllm serve standin/tiny-chat --max-model-len 512", execution_policy="autoscaling",
+        execution_policy_config={
+            "min_workers": 0, "max_workers": 2, "max_hourly_cost_usd": 1.0, "scale_down_delay_s": 3,
+            "workers": {"source": "cloud", "cloud_pool": {"gpu_pool": ["NVIDIA L4"]}},
+        },
+    ))
+    mgmt.wait_until_ready("sleepy", timeout=120)
+    endpoint = DataClient(base_url=stack.base_url, project="demo").endpoint("sleepy", api_key=stack.creds["api_key"])
+    assert endpoint.generate_text(prompt="first").text == "echo: first"
+
+    wait_for(lambda: not cloud_agents(stack) and not cloud_engines(stack), 120, what="scaled to zero: no instance")
+    assert "scaled to zero" in workload_message(stack, "sleepy")
+
+    assert endpoint.generate_text(prompt="at zero").text == "echo: at zero"  # held while an instance boots
+    assert len(cloud_agents(stack)) == 1
+    mgmt.delete("sleepy")
+    wait_for(lambda: not cloud_agents(stack) and not cloud_engines(stack), 60, what="no agent and no engine left")
