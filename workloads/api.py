@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from accounts.auth import project_for, require_scope, sdk_token_from
 from accounts.models import SdkScope
 from inferencekey_web.lib.api_errors import ApiError, not_found, validation_failed
+from workers import capacity
 
 from . import services
 from .models import Workload
@@ -28,6 +29,11 @@ _WORKLOAD_FIELDS = {
         "observed_generation": serializers.IntegerField(), "phase": serializers.CharField(), "message": serializers.CharField(),
 }
 WorkloadSchema = type("Workload", (serializers.Serializer,), _WORKLOAD_FIELDS)
+WorkloadDetailSchema = type("WorkloadDetail", (serializers.Serializer,), {
+    **_WORKLOAD_FIELDS,
+    "hourly_cost_usd": serializers.FloatField(help_text="what its cloud instances cost per hour now (0 on private and shared workers)"),
+    "cost_to_date_usd": serializers.FloatField(help_text="what its cloud instances have cost so far: billed time × price"),
+})
 ErrorSchema = inline_serializer("Error", {"error": serializers.CharField(), "code": serializers.CharField(required=False),
                                           "detail": serializers.CharField(required=False), "fields": serializers.JSONField(required=False)})
 ERRORS = {400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema}
@@ -68,6 +74,13 @@ class ProjectWorkloadsView(APIView):
         return json_response(workload_to_wire(workload), status=201)
 
 
+def costs(workload: Workload) -> dict:
+    """Cloud instances are billed (price × run time, workers/capacity.py); private and shared
+    workers are the team's own machines and cost 0 here."""
+    return {"hourly_cost_usd": round(float(capacity.hourly_cost_usd(workload.id)), 6),
+            "cost_to_date_usd": round(capacity.cost_to_date_usd(workload.id), 6)}
+
+
 def _workload_for(token, ref: str) -> Workload:
     workload = (
         Workload.objects.select_related("project").filter(project=token.project, id=ref).first()
@@ -79,11 +92,14 @@ def _workload_for(token, ref: str) -> Workload:
 
 
 class WorkloadDetailView(APIView):
-    @extend_schema(operation_id="workloads_get", responses={200: WorkloadSchema, **ERRORS}, summary="One workload by id or slug")
+    @extend_schema(operation_id="workloads_get", responses={200: WorkloadDetailSchema, **ERRORS},
+                   summary="One workload by id or slug, with its current hourly cost and its cost to date")
     def get(self, request, workload: str):
         token = sdk_token_from(request)
         require_scope(token, SdkScope.WORKLOAD_READ)
-        return json_response(workload_to_wire(_workload_for(token, workload)))
+        target = _workload_for(token, workload)
+        # Extra keys: the SDK's strict parser ignores what it does not know (SDK_WIRE.md §4.1).
+        return json_response({**workload_to_wire(target), **costs(target)})
 
     @extend_schema(operation_id="workloads_patch", request=OpenApiTypes.OBJECT, responses={200: WorkloadSchema, **ERRORS},
                    summary="Partial update; config and execution_policy_config are replaced whole")
