@@ -138,10 +138,11 @@ def server_url() -> str:
                                                                default="http://127.0.0.1:8000")).rstrip("/")
 
 
-def execute(workload_id: str | None = None, now: datetime | None = None, provider=None) -> bool:
+def execute(workload_id: str | None = None, now: datetime | None = None, provider=None, observe: bool = True) -> bool:
     """Provider calls for one workload's instances (or, with None, for every instance the database
-    says is billed): launch, terminate, observe. No transaction is held across a call.
-    Returns whether anything changed (the caller re-runs the reconcile)."""
+    says is billed): launch, terminate, and with `observe` ask the provider about the others (the
+    reconcile leaves that to the sweep: a SkyPilot status call takes seconds). No transaction is
+    held across a call. Returns whether anything changed (the caller re-runs the reconcile)."""
     now = now or timezone.now()
     provider = provider or providers.get_provider()
     rows = Instance.objects.filter(state__in=BILLED, provider=provider.name)
@@ -154,7 +155,7 @@ def execute(workload_id: str | None = None, now: datetime | None = None, provide
             changed = True
         elif row.state == Instance.State.PENDING and row.launched_at is None:
             changed |= _launch(row, provider, now)
-        else:
+        elif observe:
             changed |= _observe(row, provider, now)
     return changed
 

@@ -234,7 +234,7 @@ def run(workload_id: str, now: datetime | None = None) -> Status | None:
             next_transition_at=_next_transition(workload, now),
         )
         record_event(workload, desired.generation, result)
-    if cloud is not None and capacity.execute(workload_id, now):
+    if cloud is not None and capacity.execute(workload_id, now, observe=False):
         tasks.send("workloads.tasks.reconcile_workload", [workload_id])  # launched or lost an instance
     return result
 

@@ -81,7 +81,7 @@ def test_instance_whose_agent_never_registers_is_replaced(tenant, fake, settings
     reconcile.run(workload.id)
     first = instances(workload)[0].name
     with time_machine.travel(timezone.now() + timedelta(seconds=601)):
-        reconcile.run(workload.id)
+        capacity.sweep()  # observes instances (boot deadlines), then the reconcile replaces
         reconcile.run(workload.id)
     assert first not in fake.instances and len(fake.instances) == 1
     assert "did not register within 600 s" in Instance.objects.get(name=first).message
@@ -93,7 +93,7 @@ def test_preempted_instance_is_replaced_and_its_worker_removed(tenant, fake):
     name = instances(workload)[0].name
     worker = fake.register(name)
     fake.preempt(name)
-    reconcile.run(workload.id)
+    capacity.sweep()
     reconcile.run(workload.id)
     assert not Worker.objects.filter(pk=worker.pk).exists()
     assert len(instances(workload, *Instance.BILLED_STATES)) == 1 and name not in fake.instances
