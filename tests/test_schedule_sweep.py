@@ -150,3 +150,18 @@ def test_run_many_places_a_cold_start_like_run_does_one_port_each(tenant, cpu_wo
     assert sorted(replicas.values_list("port", flat=True)) == [20000, 20001, 20002]
     assert {(r.worker_id, r.state, r.launch["argv"][-1]) for r in replicas} == {
         (cpu_worker.id, Replica.State.PLACED, str(r.port)) for r in replicas}
+
+
+def test_run_many_drains_a_schedule_that_closes(tenant, cpu_worker):
+    with time_machine.travel(NOW, tick=False):
+        workload = _scheduled(tenant, "open", WINDOW)
+        reconcile.run_many([workload.id])
+        _agents_report_ready()
+    closing = Workload.objects.get(pk=workload.pk).next_transition_at
+    assert closing == datetime(2026, 11, 25, 19, 0, tzinfo=UTC)
+    with time_machine.travel(closing, tick=False):
+        Worker.objects.update(last_heartbeat_at=timezone.now())
+        counts = reconcile.run_many(reconcile.lagging_workloads())
+    replica = Replica.objects.get(workload=workload)
+    assert counts["run"] == 0 and (replica.desired, replica.state) == (False, Replica.State.DRAINING)
+    assert Workload.objects.get(pk=workload.pk).phase == Phase.STOPPED

@@ -300,8 +300,9 @@ def run_many(workload_ids, now: datetime | None = None) -> dict[str, int]:
     """Reconcile many workloads with a few queries per batch of BATCH_SIZE.
 
     Handled here: a workload whose plan only restates its status (the common sweep, closed
-    schedules), and one that only needs new replicas and pins nothing (a cold start, a schedule
-    that opens): those are placed with one HostBook per team and written with bulk inserts. Rows
+    schedules), one that only needs new replicas and pins nothing (a cold start, a schedule that
+    opens: placed with one HostBook per team, bulk inserts), and one that only drains (a schedule
+    that closes: one UPDATE per reason). Rows
     are written only when something changed, grouped into one UPDATE per distinct outcome, with
     compare-and-set on `generation` and on the `reconciled_at` that was read (a concurrent `run()`
     wins). Everything else (drains, rolling updates, pins, autoscaling, cloud capacity) goes
@@ -317,6 +318,7 @@ def run_many(workload_ids, now: datetime | None = None) -> dict[str, int]:
         last_events = _last_events(chunk)
         settled: list[tuple[Workload, Desired, str, list[Observed]]] = []
         fresh: dict[str, tuple[Workload, Desired, str, list[Observed], int]] = {}
+        drains: dict[str, tuple[Workload, Desired, str, list[Observed], list[tuple[str, str]]]] = {}
         for w in workloads:
             if (w.policy or {}).get("kind", "fixed") not in ("fixed", "scheduled"):
                 slow.append(w.id)  # autoscaling and cloud capacity keep their own path
@@ -329,10 +331,12 @@ def run_many(workload_ids, now: datetime | None = None) -> dict[str, int]:
             elif (actions.create and not actions.place and not actions.drain and not w.worker_id
                   and not w.gpu_resource_id and all(r.generation == desired.generation for r in obs)):
                 fresh[w.id] = (w, desired, why_zero, obs, actions.create)
+            elif actions.drain and not actions.create and not actions.place:
+                drains[w.id] = (w, desired, why_zero, obs, actions.drain)  # a schedule closing, a scale-down
             else:
                 slow.append(w.id)
         with transaction.atomic():
-            placed, lost_race = _place_fresh(fresh, now)
+            placed, lost_race = _place_fresh(fresh, drains, now)
             slow += lost_race
             outcomes = [(w, desired, status(desired, obs, "", why_zero), obs) for w, desired, why_zero, obs in settled]
             outcomes += placed
@@ -345,22 +349,32 @@ def run_many(workload_ids, now: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-def _place_fresh(fresh: dict, now: datetime) -> tuple[list, list[str]]:
-    """Create and place the new replicas of `fresh` workloads (inside the caller's transaction):
-    rows locked and re-checked first (changed since read → left to run()), one HostBook per team."""
-    if not fresh:
+def _place_fresh(fresh: dict, drains: dict, now: datetime) -> tuple[list, list[str]]:
+    """Create and place the new replicas of `fresh` workloads, drain those of `drains` (inside the
+    caller's transaction): rows locked and re-checked first (changed since read → left to run()),
+    one HostBook per team, bulk writes."""
+    if not fresh and not drains:
         return [], []
     rows = (Workload.objects.select_for_update(of=("self",)).select_related("project")
-            .filter(pk__in=list(fresh)).order_by("pk"))
+            .filter(pk__in=[*fresh, *drains]).order_by("pk"))
     books: dict[str, tuple[list[Worker], placement.HostBook]] = {}
     replicas: list[Replica] = []
     gpu_links = []
     out, lost = [], []
+    draining: dict[str, list[str]] = {}
     for full in rows:
-        w, desired, why_zero, obs, create = fresh.pop(full.pk)
+        w, desired, why_zero, obs, work = fresh.pop(full.pk, None) or drains.pop(full.pk)
         if (full.generation, full.reconciled_at) != (w.generation, w.reconciled_at):
             lost.append(full.pk)
             continue
+        if isinstance(work, list):
+            for replica_id, reason in work:
+                draining.setdefault(reason, []).append(replica_id)
+            gone = {replica_id for replica_id, _ in work}
+            remaining = [r for r in obs if r.id not in gone]
+            out.append((w, desired, status(desired, remaining, "", why_zero), remaining))
+            continue
+        create = work
         team_id = full.project.team_id
         if team_id not in books:
             candidates = list(placement.eligible_workers(team_id))
@@ -390,7 +404,9 @@ def _place_fresh(fresh: dict, now: datetime) -> tuple[list, list[str]]:
             ))
         observed = obs + new_obs
         out.append((w, desired, status(desired, observed, unplaceable, why_zero), observed))
-    lost += list(fresh)  # gone since read
+    lost += [*fresh, *drains]  # gone since read
+    for reason, replica_ids in draining.items():
+        Replica.objects.filter(pk__in=replica_ids, desired=True).update(desired=False, state=Replica.State.DRAINING, message=reason)
     Replica.objects.bulk_create(replicas, batch_size=500)
     Replica.gpus.through.objects.bulk_create(gpu_links, batch_size=500)
     return out, lost
