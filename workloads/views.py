@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import timedelta
+from decimal import Decimal
 from pprint import pformat
 from zoneinfo import available_timezones
 
@@ -233,17 +234,42 @@ def _live_context(workload: Workload) -> dict:
                and workload.phase in (Phase.READY, Phase.STOPPED, Phase.ERROR)
                and all(r.state in _SETTLED_REPLICA_STATES for r in replicas))
     poll_seconds = 15 if settled else 2  # poll fast while something moves, slowly once settled
+    scaling = _scaling_context(workload)
     return {
         "workload": workload,
         "timeline": [e for e in reversed(events) if e.generation == workload.generation],
         "events": events[:15],
         "replicas": replicas,
         "poll_seconds": poll_seconds,
-        "live_version": _live_version(workload, events, replicas, poll_seconds),
+        **scaling,
+        "live_version": _live_version(workload, events, replicas, poll_seconds, scaling),
     }
 
 
-def _live_version(workload: Workload, events: list, replicas: list, poll_seconds: int) -> str:
+def _scaling_context(workload: Workload) -> dict:
+    """The autoscaler (persisted state and current demand) and the cloud instances with their price
+    and cost so far: what the live section shows for autoscaling workloads."""
+    from workers import capacity
+    from workers.models import Instance
+
+    from . import autoscaling
+
+    policy = workload.policy or {}
+    if policy.get("kind") != "autoscaling":
+        return {"autoscaler": None, "instances": [], "cloud": False}
+    now = timezone.now()
+    rows = list(Instance.objects.filter(workload=workload).select_related("worker").order_by("-created_at")[:20])
+    instances = [{"row": r, "cost_usd": r.cost_usd(now), "billed": r.state in Instance.BILLED_STATES} for r in rows]
+    return {
+        "autoscaler": autoscaling.summary(workload),
+        "instances": instances,
+        "cloud": capacity.is_cloud(policy),
+        "hourly_cost_usd": sum((r["row"].price_usd_per_hour for r in instances if r["billed"]), Decimal(0)),
+        "cost_to_date_usd": sum(r["cost_usd"] for r in instances),
+    }
+
+
+def _live_version(workload: Workload, events: list, replicas: list, poll_seconds: int, scaling: dict | None = None) -> str:
     """A digest of everything the live section shows: a poll that would render the same answers 204
     and htmx swaps nothing, so open details, the log's scroll and text selections stay put."""
     shown = [workload.phase, workload.message, workload.generation, workload.observed_generation,
@@ -251,6 +277,10 @@ def _live_version(workload: Workload, events: list, replicas: list, poll_seconds
     for r in replicas:
         shown.append([r.id, r.state, r.desired, r.port, r.restarts, r.message, r.log_tail, r.worker_id,
                       r.worker.name if r.worker else None, [g.id for g in r.gpus.all()]])
+    scaling = scaling or {}
+    shown.append(scaling.get("autoscaler"))
+    # Costs to the cent: a running instance's cost grows on every poll.
+    shown.append([[i["row"].name, i["row"].state, i["row"].message, round(i["cost_usd"], 2)] for i in scaling.get("instances", [])])
     return hashlib.sha256(json.dumps(shown, default=str).encode()).hexdigest()[:16]
 
 
