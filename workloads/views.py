@@ -124,7 +124,7 @@ def _pool_context(values: dict) -> dict:
     # Chosen GPUs first, then by price: what is in the pool stays in view.
     rows.sort(key=lambda r: (not r["checked"], r["row"].usd_per_hour is None, r["row"].usd_per_hour or 0))
     projection = project_pool_cost(chosen, values.get("min_workers"), values.get("max_workers"),
-                                   values.get("max_hourly_cost_usd"))
+                                   values.get("max_hourly_cost_usd"), values.get("pool_max_hourly_cost_usd"))
     return {"pool_rows": rows, "projection": projection, "cuda": cuda}
 
 

@@ -62,3 +62,31 @@ def test_live_version_changes_when_the_autoscaler_decides(client, tenant, users,
     before = _live_context(Workload.objects.get(pk=workload.pk))["live_version"]
     Workload.objects.filter(pk=workload.pk).update(autoscaler={"target": 3})
     assert _live_context(Workload.objects.get(pk=workload.pk))["live_version"] != before
+
+
+def _form_post(client, tenant, **fields) -> str:
+    url = reverse("workloads:create", kwargs={"team": tenant.team.slug, "project": tenant.project.slug})
+    data = {"execution_policy": "autoscaling", "backend": "vllm", "_refresh": "1", "min_workers": "2", "max_workers": "5",
+            "gpu_pool": ["NVIDIA L4"], **fields}
+    return client.post(url, data).content.decode()
+
+
+def test_the_form_keeps_min_and_max_workers_when_the_source_changes(client, tenant, users, catalog, worker):
+    login_as(client, users, "member")
+    for source in ("cloud", "private", "cloud"):
+        page = _form_post(client, tenant, worker_source=source)
+        assert 'name="min_workers" value="2"' in page and 'name="max_workers" value="5"' in page
+
+
+def test_the_pool_projection_compares_with_the_smaller_ceiling(client, tenant, users, catalog):
+    from catalog.offers import price_by_gpu
+
+    l4 = price_by_gpu()["NVIDIA L4"]
+    login_as(client, users, "member")
+    roomy = _form_post(client, tenant, worker_source="cloud", max_hourly_cost_usd=str(l4 * 10))
+    tight = _form_post(client, tenant, worker_source="cloud", max_hourly_cost_usd=str(l4 * 10),
+                       pool_max_hourly_cost_usd=str(l4 * 2))
+    useless = _form_post(client, tenant, worker_source="cloud", max_hourly_cost_usd=str(l4 / 2))
+    assert "Within the cost ceiling" in roomy
+    assert "Above the cost ceiling" in tight and "scaling stops at 2 workers" in tight
+    assert "below the cheapest GPU of the pool" in useless
