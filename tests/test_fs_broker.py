@@ -15,7 +15,8 @@ PAYLOAD = "x" * 1024 * 1024
 
 def _exchange_messages(transport: str, folder) -> tuple[int, list[Exception]]:
     """A producer puts large messages while a consumer polls the folder as fast as it can."""
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "store_processed": False}
+    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "store_processed": False,
+               "control_folder": str(folder / "control")}
     whole, errors = 0, []
     producing = threading.Event()
     producing.set()
