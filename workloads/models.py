@@ -19,6 +19,11 @@ class Phase(models.TextChoices):
     PENDING = "pending", "Not yet reconciled"
 
 
+# Spec not yet observed, or a phase that still moves (reconcile.lagging_workloads reads this).
+UNSETTLED = models.Q(observed_generation__lt=models.F("generation")) | ~models.Q(
+    phase__in=[Phase.READY, Phase.STOPPED, Phase.ERROR, Phase.PENDING])
+
+
 class Workload(models.Model):
     """A declared inference workload. Wire fields are stored exactly as received.
 
@@ -60,7 +65,12 @@ class Workload(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [models.UniqueConstraint(fields=["project", "slug"], name="uniq_workload_slug_per_project")]
-        indexes = [models.Index(fields=["project", "created_at"])]
+        indexes = [
+            models.Index(fields=["project", "created_at"]),
+            # The beat sweep's "not settled" read: a partial index holds only the few such rows, so
+            # a steady sweep does not scan every workload (the query repeats this condition).
+            models.Index(fields=["id"], name="workload_unsettled", condition=UNSETTLED),
+        ]
 
     def __str__(self) -> str:
         return self.slug
