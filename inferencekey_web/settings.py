@@ -246,6 +246,7 @@ ALLOW_SHARED_WORKER = env_bool("INFERENCEKEY_ALLOW_SHARED_WORKER", True)
 # instance is replaced, and where agents reach this server.
 CLOUD_PROVIDER = env_str("INFERENCEKEY_CLOUD_PROVIDER", "local")
 CLOUD_BOOT_DEADLINE_S = env_int("INFERENCEKEY_CLOUD_BOOT_DEADLINE_S", 600)
+CLOUD_SCALE_UP_DELAY_S = env_float("INFERENCEKEY_CLOUD_SCALE_UP_DELAY_S", 30.0)  # not from zero
 CLOUD_SERVER_URL = env_str("INFERENCEKEY_CLOUD_SERVER_URL", "")  # default: INFERENCEKEY_BASE_URL / what `up` recorded
 CLOUD_AGENT_PATH = env_str("INFERENCEKEY_AGENT_PATH", "")  # local provider: engine binaries (`up --agent-path`)
 K8S_NAMESPACE = env_str("INFERENCEKEY_K8S_NAMESPACE", "default")

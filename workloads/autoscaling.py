@@ -117,6 +117,13 @@ def _material(state: dict) -> tuple:
             [v for _, v in recs])
 
 
+def policy_for(workload: Workload) -> autoscaler.Policy:
+    """Cloud: a scale-up must hold for INFERENCEKEY_CLOUD_SCALE_UP_DELAY_S before it launches an
+    instance (each one costs minutes of money; a blip should not); from zero it is immediate."""
+    delay = settings.CLOUD_SCALE_UP_DELAY_S if capacity.is_cloud(workload.policy) else 0.0
+    return autoscaler.Policy.of(workload, scale_up_delay_s=delay)
+
+
 def tick(workload_id: str, now: datetime | None = None, counts: demand.Counts | None = None, *,
          workload: Workload | None = None, shared: Pass | None = None) -> autoscaler.Decision | None:
     now = now or timezone.now()
@@ -128,7 +135,7 @@ def tick(workload_id: str, now: datetime | None = None, counts: demand.Counts | 
         counts = _read([workload_id]).get(workload_id, demand.Counts())
     previous = workload.autoscaler or {}
     state = autoscaler.State.load(previous)
-    decision = autoscaler.decide(autoscaler.Policy.of(workload), state, observe(workload, counts, shared), now)
+    decision = autoscaler.decide(policy_for(workload), state, observe(workload, counts, shared), now)
     dumped = decision.state.dump()
     saved_at = previous.get("saved_at") or 0.0
     unchanged = all(previous.get(k) == v for k, v in dumped.items())

@@ -194,3 +194,26 @@ def test_sweep_keeps_cloud_workers_of_running_instances(tenant, fake, settings):
     with time_machine.travel(timezone.now() + timedelta(seconds=settings.WORKER_OFFLINE_AFTER_S + 1)):
         capacity.sweep()
     assert Worker.objects.filter(pk=worker.pk).exists()
+
+
+def test_cloud_scale_up_has_its_delay_but_wakes_from_zero_at_once(tenant, fake, settings):
+    from workloads import autoscaler, autoscaling
+
+    settings.CLOUD_SCALE_UP_DELAY_S = 30
+    workload = make(tenant, min_workers=0)
+    policy = autoscaling.policy_for(workload)
+    at_zero = autoscaler.State(target=0, generation=workload.generation)
+    waking = autoscaler.Observation(demand=1, held=1, generation=workload.generation)
+    assert policy.scale_up_delay_s == 30
+    assert autoscaler.decide(policy, at_zero, waking, timezone.now()).target == 1
+
+
+def test_private_autoscaling_has_no_scale_up_delay(settings):
+    import types
+
+    from workloads import autoscaling
+
+    settings.CLOUD_SCALE_UP_DELAY_S = 30
+    workload = types.SimpleNamespace(backend="vllm", task_type="text2text", policy={
+        "kind": "autoscaling", "source": "private", "min_workers": 0, "max_workers": 2})
+    assert autoscaling.policy_for(workload).scale_up_delay_s == 0

@@ -17,7 +17,8 @@ from .conftest import processes_matching, wait_for
 
 pytestmark = pytest.mark.e2e
 
-UP_EXTRA_ENV = {"INFERENCEKEY_AUTOSCALE_INTERVAL_S": "1", "INFERENCEKEY_CLOUD_PROVIDER": "local"}
+UP_EXTRA_ENV = {"INFERENCEKEY_AUTOSCALE_INTERVAL_S": "1", "INFERENCEKEY_CLOUD_PROVIDER": "local",
+                "INFERENCEKEY_CLOUD_SCALE_UP_DELAY_S": "2"}
 
 
 def cloud_agents(stack) -> list[int]:
