@@ -165,3 +165,17 @@ def test_run_many_drains_a_schedule_that_closes(tenant, cpu_worker):
     replica = Replica.objects.get(workload=workload)
     assert counts["run"] == 0 and (replica.desired, replica.state) == (False, Replica.State.DRAINING)
     assert Workload.objects.get(pk=workload.pk).phase == Phase.STOPPED
+
+
+def test_the_sweep_queues_batches_not_one_task_per_workload(tenant, monkeypatch):
+    from inferencekey_web.lib import tasks as queue
+    from workloads import tasks
+
+    for i in range(3):
+        _scheduled(tenant, f"new-{i}", EVENING)  # never reconciled: all lag
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, args, **kw: sent.append((name, args)))
+    monkeypatch.setattr(reconcile, "BATCH_SIZE", 2)
+    tasks.sweep()
+    assert [name for name, _ in sent] == ["workloads.tasks.reconcile_batch"] * 2
+    assert sorted(i for _, (ids,) in sent for i in ids) == sorted(Workload.objects.values_list("id", flat=True))
