@@ -56,7 +56,7 @@ class WorkloadAdmin(admin.ModelAdmin):
     search_fields = ["slug", "name", "id", "model_name", "project__slug"]
     list_select_related = ["project", "project__team"]
     readonly_fields = ["id", "policy", "generation", "observed_generation", "phase", "message", "desired_replicas",
-                       "ready_replicas", "autoscaler", "created_at", "updated_at", "reconciled_at"]
+                       "ready_replicas", "autoscaler", "created_at", "updated_at", "reconciled_at", "next_transition_at"]
     inlines = [ReadinessEventInline]
 
     def get_readonly_fields(self, request, obj=None):
