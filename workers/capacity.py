@@ -225,13 +225,13 @@ def _terminate(row: Instance, provider, now: datetime, message: str) -> None:
             services.worker_delete(worker=worker)  # its replicas (if any) are placed elsewhere
 
 
-def terminate_for_workload(workload) -> list[str]:
+def terminate_for_workload(workload, reason: str = "its workload was deleted") -> list[str]:
     """Mark every billed instance of the workload terminating (a delete; call in its transaction)
     and queue the provider calls after commit. Returns the instance names."""
     rows = Instance.objects.filter(workload=workload, state__in=BILLED)
     names = list(rows.values_list("name", flat=True))
-    rows.update(state=Instance.State.TERMINATING, message="its workload was deleted")
-    if names:
+    if names:  # most workloads never had one: no write for them
+        Instance.objects.filter(name__in=names).update(state=Instance.State.TERMINATING, message=reason)
         tasks.send_on_commit("workers.tasks.terminate_instances", [names])
     return names
 
@@ -249,9 +249,11 @@ def sweep(now: datetime | None = None, provider=None) -> dict:
     (leftovers of a crash between a launch and its row). Returns counts."""
     now = now or timezone.now()
     provider = provider or providers.get_provider()
-    with transaction.atomic():
-        orphans = Instance.objects.filter(state__in=ACTIVE, workload__isnull=True)
-        orphaned = orphans.update(state=Instance.State.TERMINATING, message="no workload wants it")
+    orphaned = 0
+    orphans = Instance.objects.filter(state__in=ACTIVE, workload__isnull=True)
+    if orphans.exists():  # a steady sweep writes nothing
+        with transaction.atomic():
+            orphaned = orphans.update(state=Instance.State.TERMINATING, message="no workload wants it")
     changed_workloads = set(Instance.objects.filter(state__in=BILLED, provider=provider.name)
                             .exclude(workload=None).values_list("workload_id", flat=True))
     changed = execute(None, now, provider)

@@ -98,7 +98,7 @@ def workload_update(*, workload: Workload, patch: dict) -> Workload:
             if not changed:
                 raise Conflict("the workload changed concurrently; retry")
             if not capacity.is_cloud(spec.policy):
-                capacity.terminate_for_workload(workload)  # it left the cloud source: its instances go
+                capacity.terminate_for_workload(workload, "the workload no longer runs on cloud capacity")
             _queue_reconcile(workload)
     except IntegrityError:
         raise SlugTaken(spec.slug) from None

@@ -217,3 +217,14 @@ def test_private_autoscaling_has_no_scale_up_delay(settings):
     workload = types.SimpleNamespace(backend="vllm", task_type="text2text", policy={
         "kind": "autoscaling", "source": "private", "min_workers": 0, "max_workers": 2})
     assert autoscaling.policy_for(workload).scale_up_delay_s == 0
+
+
+def test_leaving_the_cloud_source_terminates_the_instances(tenant, fake, django_capture_on_commit_callbacks):
+    from workloads.services import workload_update
+
+    workload = make(tenant)
+    reconcile.run(workload.id)
+    with django_capture_on_commit_callbacks():
+        workload_update(workload=workload, patch={"execution_policy": "fixed", "execution_policy_config": {"replicas": 1}})
+    [row] = instances(workload)
+    assert (row.state, row.message) == ("terminating", "the workload no longer runs on cloud capacity")
