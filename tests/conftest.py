@@ -36,6 +36,22 @@ def _django_debug(request, settings):
 
 
 @pytest.fixture(autouse=True)
+def _no_stray_agent_processes(request, monkeypatch):
+    """The default `local` capacity provider starts real agent processes, which would outlive the
+    session of a unit test that reconciles a cloud workload. Here its launches fail (recorded like a
+    provider error) unless the test uses `real_local_agents` (the local provider's own tests)."""
+    if "real_local_agents" in request.fixturenames:
+        return
+    from workers.providers import local
+    from workers.providers.base import ProviderError
+
+    def refuse(self, name, offer, join_token, spec):
+        raise ProviderError("tests start no local agent process (use the real_local_agents fixture)")
+
+    monkeypatch.setattr(local.LocalProvider, "launch", refuse)
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hasher(settings):
     """PBKDF2's deliberate slowness costs ~0.3 s per user; tests make hundreds."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

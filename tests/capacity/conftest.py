@@ -6,6 +6,11 @@ from .fake_provider import FakeProvider
 
 
 @pytest.fixture
+def real_local_agents():
+    """Opt in to the local provider starting real agent processes (tests/conftest.py refuses them)."""
+
+
+@pytest.fixture
 def fake():
     provider = FakeProvider()
     providers.use(provider)

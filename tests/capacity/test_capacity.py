@@ -228,3 +228,11 @@ def test_leaving_the_cloud_source_terminates_the_instances(tenant, fake, django_
         workload_update(workload=workload, patch={"execution_policy": "fixed", "execution_policy_config": {"replicas": 1}})
     [row] = instances(workload)
     assert (row.state, row.message) == ("terminating", "the workload no longer runs on cloud capacity")
+
+
+def test_unit_tests_start_no_real_agent_process(tenant, settings):
+    settings.CLOUD_PROVIDER = "local"
+    workload = make(tenant, pool=["NVIDIA L4"])
+    reconcile.run(workload.id)
+    [row] = instances(workload)
+    assert row.state == "failed" and "tests start no local agent process" in row.message

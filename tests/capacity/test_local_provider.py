@@ -18,7 +18,7 @@ SPEC = LaunchSpec("http://127.0.0.1:9", {**MANAGED, WORKLOAD_LABEL: "wl_test"}) 
 
 
 @pytest.fixture
-def provider(tmp_path):
+def provider(tmp_path, real_local_agents):
     p = LocalProvider(tmp_path, stop_timeout=5)
     yield p
     for info in p.list({}):

@@ -128,12 +128,17 @@ class Command(BaseCommand):
                         child.start()
         finally:
             self.stdout.write("up: stopping…")
-            # Local cloud instances are agents of this machine too: they and their engines stop with
-            # it (the capacity sweep replaces them when `up` runs again).
+            # Celery first: a reconcile or sweep still running would replace the local cloud
+            # instances stopped next (they are agents of this machine too, and stop with it; the
+            # capacity sweep replaces them when `up` runs again).
+            celery = [c for c in children if c.name.startswith("celery")]
+            for child in celery:
+                child.stop(timeout=10)
             self._stop_local_instances()
-            # The agent first, so it can stop its engines while the server still answers.
+            # Then the agent, so it can stop its engines while the server still answers.
             for child in reversed(children):
-                child.stop(timeout=20 if child.name == "agent" else 10)
+                if child not in celery:
+                    child.stop(timeout=20 if child.name == "agent" else 10)
         return None
 
     def _stop_local_instances(self) -> None:
