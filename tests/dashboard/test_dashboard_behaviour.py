@@ -57,13 +57,13 @@ def test_live_section_gives_logs_and_events_stable_ids_for_keeping_their_state(c
     assert re.search(r'<details id="log-details-rep_\w+">', text) and "data-keep-scroll" in text
 
 
-def test_autoscaling_workload_detail_says_it_is_not_reconciled_yet(client, tenant, users, catalog):
+def test_cloud_autoscaling_workload_detail_has_no_not_reconciled_notice(client, tenant, users, catalog):
+    # Cloud autoscaling runs now (capacity providers): the issue-7 stop-gap notice is gone.
     elastic = services.workload_create(project=tenant.project, data=vllm_spec(
         slug="elastic", execution_policy="autoscaling", execution_policy_config=autoscaling()))
-    fixed = services.workload_create(project=tenant.project, data=vllm_spec())
     login_as(client, users, "viewer")
-    assert b"accepted but not reconciled yet" in client.get(_detail_url(tenant, elastic)).content
-    assert b"accepted but not reconciled yet" not in client.get(_detail_url(tenant, fixed)).content
+    body = client.get(_detail_url(tenant, elastic)).content
+    assert b'id="autoscaling-notice"' not in body and b"not reconciled yet" not in body
 
 
 def test_private_autoscaling_workload_detail_has_no_not_reconciled_notice(client, tenant, users, worker):
@@ -72,14 +72,6 @@ def test_private_autoscaling_workload_detail_has_no_not_reconciled_notice(client
             "max_workers": 2, "workers": {"source": "private", "private_worker_ids": [worker.id]}}))
     login_as(client, users, "viewer")
     assert b'id="autoscaling-notice"' not in client.get(_detail_url(tenant, elastic)).content
-
-
-def test_workload_form_says_autoscaling_is_not_reconciled_yet_when_chosen(client, tenant, users, catalog):
-    url = reverse("workloads:create", kwargs={"team": tenant.team.slug, "project": tenant.project.slug})
-    login_as(client, users, "member")
-    chosen = client.post(url, {"execution_policy": "autoscaling", "backend": "vllm", "_refresh": "1"})
-    fixed = client.post(url, {"execution_policy": "fixed", "backend": "vllm", "_refresh": "1"})
-    assert b'id="autoscaling-notice"' in chosen.content and b'id="autoscaling-notice"' not in fixed.content
 
 
 def test_csrf_failure_shows_the_branded_page(tenant, users):
