@@ -104,8 +104,11 @@ def test_signup_project_and_workload_lifecycle(page):
     page.click("text=Support Bot")
     page.click("#edit-workload")
     page.select_option("#id_execution_policy", "scheduled")  # htmx re-renders the form for this policy
+    # Type only once the re-rendered form is in place and htmx has wired its triggers (a loaded CI
+    # machine once typed into the form between the swap and the wiring, and no preview was asked for).
+    page.wait_for_load_state("networkidle")
     page.locator("#id_window").fill("Mon-Fri 08:00-20:00 Europe/Madrid")
-    page.locator("#schedule-preview ol.transitions li").nth(4).wait_for()
+    page.locator("#schedule-preview ol.transitions li").nth(4).wait_for(timeout=20_000)
     page.fill("#id_name", "Support Bot EU")
     page.click("#save-workload")
     page.locator("h1", has_text="Support Bot EU").wait_for()
