@@ -52,6 +52,25 @@ def start_server(port: int, workers: int = 1) -> subprocess.Popen:
     raise RuntimeError("server did not start")
 
 
+def start_up_stack(prefix: str, extra_env: dict[str, str] | None = None,
+                   database_url: str | None = None) -> tuple[subprocess.Popen, str, int, dict[str, str]]:
+    """`manage.py up` (stand-in engine as `vllm`) in a fresh data dir on a free port, logging to
+    `<data dir>/up.log`. The database is `database_url`, else `BENCH_DATABASE_URL`, else SQLite."""
+    data_dir = tempfile.mkdtemp(prefix=prefix)
+    port = free_port()
+    env = {**os.environ, "INFERENCEKEY_DATA_DIR": data_dir, "INFERENCEKEY_BASE_URL": f"http://127.0.0.1:{port}",
+           **(extra_env or {})}
+    env.pop("DATABASE_URL", None)
+    database_url = database_url if database_url is not None else os.environ.get("BENCH_DATABASE_URL", "")
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    log = open(Path(data_dir) / "up.log", "wb")
+    up = subprocess.Popen([sys.executable, "manage.py", "up", "--port", str(port),
+                           "--agent-path", str(ROOT / "tests" / "standin_engine" / "bin")],
+                          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return up, data_dir, port, env
+
+
 def percentiles(samples_s: list[float]) -> tuple[float, float]:
     ms = sorted(s * 1000 for s in samples_s)
     return statistics.median(ms), ms[int(len(ms) * 0.95) - 1]

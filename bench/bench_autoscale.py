@@ -19,14 +19,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
-from _stack import ROOT, free_port, percentiles
-from bench_ready import STANDIN, engine_boot_s
+from _stack import ROOT, percentiles, start_up_stack
+from bench_ready import engine_boot_s
 
 
 def wait(predicate, timeout: float, interval: float = 0.02):
@@ -45,13 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     from inferencekey import DataClient, ManagementClient, WorkloadSpec
 
-    data_dir = tempfile.mkdtemp(prefix="ik-bench-autoscale-")
-    port = free_port()
-    env = {**os.environ, "INFERENCEKEY_DATA_DIR": data_dir, "INFERENCEKEY_BASE_URL": f"http://127.0.0.1:{port}"}
-    env.pop("DATABASE_URL", None) if not os.environ.get("BENCH_DATABASE_URL") else env.update(DATABASE_URL=os.environ["BENCH_DATABASE_URL"])
-    log = open(Path(data_dir) / "up.log", "wb")
-    up = subprocess.Popen([sys.executable, "manage.py", "up", "--port", str(port), "--agent-path", str(STANDIN / "bin")],
-                          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    up, data_dir, port, env = start_up_stack("ik-bench-autoscale-")
     # Read the autoscaler's state and the demand rows straight from the stack's database.
     os.environ.update(INFERENCEKEY_DATA_DIR=data_dir, DJANGO_SETTINGS_MODULE="inferencekey_web.settings")
     if env.get("DATABASE_URL"):
@@ -143,7 +136,6 @@ def main() -> None:
     finally:
         os.killpg(up.pid, signal.SIGTERM)
         up.wait(60)
-        log.close()
 
 
 def _time_step(wid: str, t0: float, demand, Workload, close_old_connections) -> dict[str, float]:

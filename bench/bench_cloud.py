@@ -17,13 +17,11 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _stack import ROOT, free_port, percentiles
+from _stack import ROOT, percentiles, start_up_stack
 from bench_autoscale import _is_engine, _ready, wait
-from bench_ready import STANDIN
 
 
 def main() -> None:
@@ -32,14 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     from inferencekey import DataClient, ManagementClient, WorkloadSpec
 
-    data_dir = tempfile.mkdtemp(prefix="ik-bench-cloud-")
-    port = free_port()
-    env = {**os.environ, "INFERENCEKEY_DATA_DIR": data_dir, "INFERENCEKEY_BASE_URL": f"http://127.0.0.1:{port}",
-           "INFERENCEKEY_CLOUD_PROVIDER": "local", "INFERENCEKEY_AUTOSCALE_INTERVAL_S": "1"}
-    env.pop("DATABASE_URL", None) if not os.environ.get("BENCH_DATABASE_URL") else env.update(DATABASE_URL=os.environ["BENCH_DATABASE_URL"])
-    log = open(Path(data_dir) / "up.log", "wb")
-    up = subprocess.Popen([sys.executable, "manage.py", "up", "--port", str(port), "--agent-path", str(STANDIN / "bin")],
-                          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    up, data_dir, port, env = start_up_stack("ik-bench-cloud-", {"INFERENCEKEY_CLOUD_PROVIDER": "local", "INFERENCEKEY_AUTOSCALE_INTERVAL_S": "1"})
     try:
         base = f"http://127.0.0.1:{port}"
         wait(lambda: _ready(base), 60, 0.2)
@@ -77,7 +68,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 assert endpoint.generate_text(prompt=f"cold {i}").text == f"echo: cold {i}"
                 results.setdefault(kind, []).append(time.perf_counter() - t0)
-            for attempt in range(3):  # a pooled connection the server closed meanwhile: try again
+            for _attempt in range(3):  # a pooled connection the server closed meanwhile: try again
                 try:
                     mgmt.delete(kind)
                     break
@@ -98,7 +89,6 @@ def main() -> None:
     finally:
         os.killpg(up.pid, signal.SIGTERM)
         up.wait(60)
-        log.close()
 
 
 if __name__ == "__main__":

@@ -15,12 +15,10 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
-from _stack import ROOT, free_port, percentiles
+from _stack import ROOT, free_port, percentiles, start_up_stack
 
 STANDIN = ROOT / "tests" / "standin_engine"
 
@@ -48,13 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     from inferencekey import ManagementClient, WorkloadSpec
 
-    data_dir = tempfile.mkdtemp(prefix="ik-bench-ready-")
-    port = free_port()
-    env = {**os.environ, "INFERENCEKEY_DATA_DIR": data_dir, "INFERENCEKEY_BASE_URL": f"http://127.0.0.1:{port}"}
-    env.pop("DATABASE_URL", None) if not os.environ.get("BENCH_DATABASE_URL") else env.update(DATABASE_URL=os.environ["BENCH_DATABASE_URL"])
-    log = open(Path(data_dir) / "up.log", "wb")
-    up = subprocess.Popen([sys.executable, "manage.py", "up", "--port", str(port), "--agent-path", str(STANDIN / "bin")],
-                          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    up, data_dir, port, env = start_up_stack("ik-bench-ready-")
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -89,7 +81,6 @@ def main() -> None:
     finally:
         os.killpg(up.pid, signal.SIGTERM)
         up.wait(60)
-        log.close()
 
 
 if __name__ == "__main__":

@@ -28,6 +28,18 @@ def _body(request) -> tuple[dict | None, str]:
     return data, ""
 
 
+def _worker_and_body(request):
+    """(worker, body) for a request with a worker credential, or (None, the 401/400 answer)."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    worker = services.worker_for_credential(header.removeprefix("Bearer ").strip())
+    if worker is None:
+        return None, _json({"error": "unknown or revoked worker credential"}, 401)
+    data, problem = _body(request)
+    if data is None:
+        return None, _json({"error": problem}, 400)
+    return worker, data
+
+
 @csrf_exempt
 @require_POST
 def register(request):
@@ -49,13 +61,9 @@ def register(request):
 @csrf_exempt
 @require_POST
 def heartbeat(request):
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    worker = services.worker_for_credential(header.removeprefix("Bearer ").strip())
+    worker, data = _worker_and_body(request)
     if worker is None:
-        return _json({"error": "unknown or revoked worker credential"}, 401)
-    data, problem = _body(request)
-    if data is None:
-        return _json({"error": problem}, 400)
+        return data
     if problem := services.report_problem(data):
         return _json({"error": problem}, 400)
     desired, changed = services.worker_heartbeat(worker=worker, payload=data)
@@ -75,13 +83,9 @@ def heartbeat(request):
 @require_POST
 def offline(request):
     """The agent is stopping cleanly: mark the worker offline now (PROTOCOL.md §4)."""
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    worker = services.worker_for_credential(header.removeprefix("Bearer ").strip())
+    worker, data = _worker_and_body(request)
     if worker is None:
-        return _json({"error": "unknown or revoked worker credential"}, 401)
-    data, problem = _body(request)
-    if data is None:
-        return _json({"error": problem}, 400)
+        return data
     engines_stopped = data.get("engines_stopped", False)
     if not isinstance(engines_stopped, bool):
         return _json({"error": "engines_stopped: must be true or false"}, 400)
